@@ -1,0 +1,1 @@
+"""Small helpers shared by every part: atomic file writes, hashing, logging."""
