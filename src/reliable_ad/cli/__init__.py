@@ -1,0 +1,1 @@
+"""The `reliable-ad` command line: one command, a subcommand per part of the method."""

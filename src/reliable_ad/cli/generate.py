@@ -1,0 +1,111 @@
+"""`reliable-ad generate`: product cut-outs + a prompt preset → labelled ad images and a manifest."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from reliable_ad.cli.common import add_config_arg, build_config
+
+# flag → config field
+GENERATION_FLAGS = {
+    "model": "model.model",
+    "controlnet": "model.controlnet",
+    "lora": "model.lora",
+    "lora_scale": "model.lora_scale",
+    "base_config": "model.base_config",
+    "device": "model.device",
+    "dtype": "model.dtype",
+    "safety_checker": "model.safety_checker",
+    "size": "sampling.size",
+    "scheduler": "sampling.scheduler",
+    "steps": "sampling.num_inference_steps",
+    "guidance_scale": "sampling.guidance_scale",
+    "clip_skip": "sampling.clip_skip",
+    "controlnet_scale": "sampling.controlnet_conditioning_scale",
+    "eta": "sampling.eta",
+    "batch_size": "sampling.batch_size",
+    "image_scale": "product.image_scale",
+    "keep_loc": "product.keep_loc",
+    "canny_low": "product.canny_low",
+    "canny_high": "product.canny_high",
+    "white_threshold": "product.white_threshold",
+    "preset": "preset",
+    "presets_file": "presets_file",
+    "num_per_product": "num_per_product",
+    "seed": "seed",
+}
+
+
+def add_generation_args(p: argparse.ArgumentParser) -> None:
+    """Model, sampling and product flags shared by `generate` and `run`. Defaults: the paper's."""
+    from reliable_ad.generation.config import DTYPES, SCHEDULERS
+
+    add_config_arg(p)
+    m = p.add_argument_group("model")
+    m.add_argument("--model", help="model preset (see `reliable-ad models`; default tiny) or base model: hub id, folder, .safetensors")
+    m.add_argument("--controlnet", help="ControlNet (canny): hub id, folder or single file (default: the preset's)")
+    m.add_argument("--lora", help="LoRA: hub id, folder or .safetensors file")
+    m.add_argument("--lora-scale", type=float, help="LoRA scale, fused into the weights (paper: 0.8)")
+    m.add_argument("--base-config", help="for a single-file base model: diffusers folder or hub id with its configs")
+    m.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    m.add_argument("--dtype", choices=DTYPES, help="default: fp16 on CUDA, fp32 on CPU")
+    m.add_argument("--no-safety-checker", dest="safety_checker", action="store_const", const=False,
+                   help="turn off the safety checker the base model ships (on by default)")
+    s = p.add_argument_group("sampling (defaults: supplemental Table 1)")
+    s.add_argument("--size", type=int, help="output side in px (default: the model's, 512 for SD1.5)")
+    s.add_argument("--scheduler", choices=SCHEDULERS, help="sampler (default ddim)")
+    s.add_argument("--steps", type=int, help="denoising steps (default 40)")
+    s.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default 7.5)")
+    s.add_argument("--clip-skip", type=int, help="A1111 convention, 1 = no skip (default 2)")
+    s.add_argument("--controlnet-scale", type=float, help="ControlNet conditioning scale (default 1.0)")
+    s.add_argument("--eta", type=float, help="DDIM eta (default 0)")
+    s.add_argument("--batch-size", type=int, help="images per pipeline call (default 4)")
+    s.add_argument("--seed", type=int, help="run seed; each image's seed derives from it, the product and the attempt (default 0)")
+    g = p.add_argument_group("product and prompt")
+    g.add_argument("--preset", help="prompt preset (see `reliable-ad presets`)")
+    g.add_argument("--presets-file", help="YAML/JSON file of presets (ours, or the authors' reference_prompts.json)")
+    g.add_argument("--image-scale", type=float, help="product's longer side / image side (default: the preset's, 0.70-0.78)")
+    g.add_argument("--keep-loc", action="store_const", const=True, help="keep the product's position instead of centring it")
+    g.add_argument("--canny-low", type=int, help="Canny low threshold (default 100)")
+    g.add_argument("--canny-high", type=int, help="Canny high threshold (default 200)")
+    g.add_argument("--white-threshold", type=int, help="products without alpha: channel value from which a pixel is background (default 250)")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="generate ad images for product cut-outs (no inspection)",
+        description=(
+            "Generate advertising images around product cut-outs with Stable Diffusion + ControlNet "
+            "inpainting. Writes labelled PNGs, manifest.jsonl and config.json into --out; running the "
+            "same command again resumes and never duplicates an image."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("products", nargs="+", help="product images (RGBA cut-outs or products on white), folders, or a products .csv/.jsonl")
+    p.add_argument("--out", required=True, help="run folder (created; an existing one is resumed)")
+    p.add_argument("--num-per-product", "-n", type=int, help="images per product (default 1)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_generation_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from reliable_ad.generation.config import GenerateConfig
+    from reliable_ad.generation.inputs import read_product_inputs
+    from reliable_ad.generation.run import run_generate
+
+    cfg = build_config(GenerateConfig, args, GENERATION_FLAGS)
+    inputs, problems = read_product_inputs(args.products)
+    for prob in problems:
+        print(f"skipped {prob.source}: {prob.message}", file=sys.stderr)
+    summary = run_generate(inputs, cfg, args.out, progress=not args.no_progress)
+    print(
+        f"{summary.written} image(s) written, {summary.skipped} already done, "
+        f"{len(summary.failed_products)} product(s) failed, in {summary.seconds:.1f} s -> {summary.out_dir}",
+        file=sys.stderr,
+    )
+    for path, err in summary.failed_products.items():
+        print(f"  failed: {path}: {err}", file=sys.stderr)
+    return 1 if summary.failed_products or problems else 0

@@ -1,0 +1,85 @@
+"""Configuration of the generation path; defaults are the paper's (supplemental Table 1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+SCHEDULERS = ("ddim", "euler_a", "dpmpp_sde_karras", "dpmpp_2m_karras", "euler", "unipc")
+DTYPES = ("auto", "fp32", "fp16", "bf16")
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+@dataclass
+class ModelConfig:
+    model: str = "tiny"  # a model preset name (see `reliable-ad models`), or a base model: hub id, folder, .safetensors
+    controlnet: str | None = None  # ControlNet (canny): hub id, folder or single file; None = the preset's
+    lora: str | None = None  # optional LoRA: hub id, folder or .safetensors file
+    lora_scale: float = 0.8  # paper: 0.8; fused into the weights
+    base_config: str | None = None  # single-file checkpoints: a diffusers folder / hub id with the model configs
+    device: str = "auto"  # auto = cuda if available, else cpu
+    dtype: str = "auto"  # auto = fp16 on CUDA, fp32 on CPU
+    safety_checker: bool = True  # used where the base model ships one; flagged images are recorded
+
+    def __post_init__(self) -> None:
+        _check(bool(self.model), "model.model is empty; give a preset name, hub id, folder or .safetensors file")
+        _check(self.dtype in DTYPES, f"model.dtype={self.dtype!r} is not one of {DTYPES}")
+        _check(0.0 <= self.lora_scale <= 2.0, f"model.lora_scale={self.lora_scale} is outside [0, 2]")
+
+
+@dataclass
+class SamplingConfig:
+    size: int | None = None  # output side in px; None = the model's native size (512 for SD1.5)
+    scheduler: str = "ddim"  # paper: DDIM; also euler_a, dpmpp_sde_karras (the authors' other choices)
+    num_inference_steps: int = 40  # paper: 40
+    guidance_scale: float = 7.5  # paper: 7.5
+    clip_skip: int = 2  # A1111 convention as in the paper (1 = last CLIP layer, 2 = penultimate)
+    controlnet_conditioning_scale: float = 1.0  # paper: 1.0
+    eta: float = 0.0  # DDIM eta, paper: 0
+    batch_size: int = 4  # images per pipeline call
+
+    def __post_init__(self) -> None:
+        _check(self.scheduler in SCHEDULERS, f"sampling.scheduler={self.scheduler!r} is not one of {SCHEDULERS}")
+        _check(self.num_inference_steps >= 1, f"sampling.num_inference_steps={self.num_inference_steps} must be >= 1")
+        _check(self.guidance_scale >= 0, f"sampling.guidance_scale={self.guidance_scale} must be >= 0")
+        _check(self.clip_skip >= 1, f"sampling.clip_skip={self.clip_skip} must be >= 1 (1 = no skip)")
+        _check(self.batch_size >= 1, f"sampling.batch_size={self.batch_size} must be >= 1")
+        if self.size is not None:
+            _check(self.size >= 64 and self.size % 8 == 0, f"sampling.size={self.size} must be a multiple of 8, >= 64")
+
+    @property
+    def diffusers_clip_skip(self) -> int | None:
+        """diffusers counts skipped layers (None = last layer); A1111's clip skip 2 is diffusers' 1."""
+        return None if self.clip_skip <= 1 else self.clip_skip - 1
+
+
+@dataclass
+class ProductConfig:
+    white_threshold: int = 250  # products without alpha: channels >= this are background
+    canny_low: int = 100  # paper's Canny thresholds
+    canny_high: int = 200
+    keep_loc: bool = False  # keep the product where it is instead of centring it
+    image_scale: float | None = None  # longer side / canvas side; None = the prompt preset's value
+
+    def __post_init__(self) -> None:
+        _check(0 <= self.canny_low <= self.canny_high, f"product.canny_low/high={self.canny_low}/{self.canny_high}: need 0 <= low <= high")
+        if self.image_scale is not None:
+            _check(0 < self.image_scale <= 1, f"product.image_scale={self.image_scale} must be in (0, 1]")
+
+
+@dataclass
+class GenerateConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    product: ProductConfig = field(default_factory=ProductConfig)
+    preset: str = "bright-indoor-beige"  # a built-in prompt preset name or a presets file entry
+    presets_file: str | None = None  # YAML/JSON of presets (ours or the authors' format)
+    num_per_product: int = 1  # images per product
+    seed: int = 0  # run seed; each image's seed derives from (seed, product, attempt)
+
+    def __post_init__(self) -> None:
+        _check(self.num_per_product >= 1, f"num_per_product={self.num_per_product} must be >= 1")
+        _check(0 <= self.seed < 2**63, f"seed={self.seed} must be in [0, 2**63)")

@@ -1,0 +1,236 @@
+"""Load the generation models: base SD checkpoint + ControlNet (canny) + optional LoRA.
+
+Each can be a hub id, a local diffusers folder or a single `.safetensors`/`.ckpt` file. Named presets
+(`tiny`, `sd15`, `reliable`, ...) fill in sensible pairs; `tiny` is built locally from configs and
+then loaded from its folder through exactly the same code as a user's checkpoint.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from reliable_ad.generation.config import ModelConfig
+
+logger = logging.getLogger(__name__)
+
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
+_HUB_ID = re.compile(r"^[\w.\-]+/[\w.\-]+$")
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    name: str
+    base: str | None  # None: built locally (tiny)
+    controlnet: str | None
+    native_size: int
+    description: str
+    inpaint_unet: bool = False
+
+
+MODEL_PRESETS: dict[str, ModelPreset] = {
+    p.name: p
+    for p in [
+        ModelPreset("tiny", None, None, 128, "random-weight SD-shaped toy (offline; for tests and a first run)"),
+        ModelPreset("tiny-inpaint", None, None, 128, "tiny with a 9-channel inpainting UNet", inpaint_unet=True),
+        ModelPreset(
+            "sd15",
+            "stable-diffusion-v1-5/stable-diffusion-v1-5",
+            "lllyasviel/control_v11p_sd15_canny",
+            512,
+            "Stable Diffusion 1.5 + ControlNet v1.1 canny (4-channel UNet, as the paper)",
+        ),
+        ModelPreset(
+            "sd15-inpaint",
+            "stable-diffusion-v1-5/stable-diffusion-inpainting",
+            "lllyasviel/control_v11p_sd15_canny",
+            512,
+            "SD 1.5 inpainting (9-channel UNet) + ControlNet v1.1 canny",
+            inpaint_unet=True,
+        ),
+        ModelPreset(
+            "reliable",
+            "stable-diffusion-v1-5/stable-diffusion-v1-5",
+            "ZhenbangDu/reliable_controlnet",
+            512,
+            "the authors' RFFT-tuned ControlNet on SD1.5 (the paper used majicMIX realistic v7 as base: "
+            "pass --base PATH to use it)",
+        ),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    preset: str | None
+    base: str
+    controlnet: str
+    native_size: int
+
+
+def resolve_model(cfg: ModelConfig, *, cache_dir: str | os.PathLike | None = None) -> ResolvedModel:
+    """Turn a preset name or a path/hub id into concrete base and ControlNet sources."""
+    preset = MODEL_PRESETS.get(cfg.model)
+    if preset is not None and preset.base is None:
+        from reliable_ad.generation.tiny import ensure_tiny_checkpoint
+
+        base, controlnet = ensure_tiny_checkpoint(cache_dir, inpaint_unet=preset.inpaint_unet)
+        return ResolvedModel(preset.name, str(base), cfg.controlnet or str(controlnet), preset.native_size)
+    if preset is not None:
+        return ResolvedModel(preset.name, preset.base, cfg.controlnet or preset.controlnet, preset.native_size)
+    check_source(cfg.model, "model")
+    if not cfg.controlnet:
+        raise ValueError(
+            f"model={cfg.model!r} is not a preset ({sorted(MODEL_PRESETS)}), so a ControlNet must be given: "
+            "--controlnet HUB_ID|FOLDER|FILE (e.g. lllyasviel/control_v11p_sd15_canny)"
+        )
+    return ResolvedModel(None, cfg.model, cfg.controlnet, 512)
+
+
+def check_source(src: str, what: str) -> str:
+    """'file', 'folder' or 'hub'; a value that is none of these is an error naming it."""
+    p = Path(src).expanduser()
+    if p.is_file():
+        if p.suffix.lower() not in SINGLE_FILE_SUFFIXES:
+            raise ValueError(f"{what}={src!r} is a file but not a checkpoint ({SINGLE_FILE_SUFFIXES})")
+        return "file"
+    if p.is_dir():
+        return "folder"
+    if _HUB_ID.match(src) and not src.startswith((".", "/", "~")):
+        return "hub"
+    raise ValueError(f"{what}={src!r} is neither an existing file or folder nor a hub id like 'owner/name'")
+
+
+def select_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+    if dtype == "auto":
+        return dev, (torch.float16 if dev.type == "cuda" else torch.float32)
+    return dev, {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+
+
+def load_controlnet(src: str, *, dtype: torch.dtype = torch.float32, config: str | None = None):
+    from diffusers import ControlNetModel
+
+    kind = check_source(src, "controlnet")
+    if kind == "file":
+        return ControlNetModel.from_single_file(str(src), config=config, torch_dtype=dtype)
+    return ControlNetModel.from_pretrained(str(src), torch_dtype=dtype)
+
+
+def load_pipeline(cfg: ModelConfig, *, cache_dir: str | os.PathLike | None = None):
+    """Build the diffusers ControlNet-inpainting pipeline described by ``cfg``; returns (pipe, info)."""
+    from diffusers import StableDiffusionControlNetInpaintPipeline as Pipeline
+
+    resolved = resolve_model(cfg, cache_dir=cache_dir)
+    device, dtype = select_device_dtype(cfg.device, cfg.dtype)
+    controlnet = load_controlnet(resolved.controlnet, dtype=dtype)
+    kwargs: dict = dict(controlnet=controlnet, torch_dtype=dtype)
+    if not cfg.safety_checker:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    if check_source(resolved.base, "model") == "file":
+        pipe = Pipeline.from_single_file(resolved.base, config=cfg.base_config, **kwargs)
+    else:
+        pipe = Pipeline.from_pretrained(resolved.base, **kwargs)
+    if pipe.safety_checker is None:
+        pipe.register_to_config(requires_safety_checker=False)
+    if cfg.lora:
+        apply_lora(pipe, cfg.lora, cfg.lora_scale)
+    pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    info = {
+        "preset": resolved.preset,
+        "base": resolved.base,
+        "controlnet": resolved.controlnet,
+        "lora": cfg.lora,
+        "lora_scale": cfg.lora_scale if cfg.lora else None,
+        "native_size": resolved.native_size,
+        "unet_in_channels": pipe.unet.config.in_channels,
+        "safety_checker": pipe.safety_checker is not None,
+        "device": str(device),
+        "dtype": str(dtype).replace("torch.", ""),
+        "hashes": {
+            "base": weights_fingerprint(resolved.base),
+            "controlnet": weights_fingerprint(resolved.controlnet),
+            **({"lora": weights_fingerprint(cfg.lora)} if cfg.lora else {}),
+        },
+    }
+    return pipe, info
+
+
+def apply_lora(pipe, src: str, scale: float) -> None:
+    """Load a LoRA (hub id, folder or single file) and fuse it at ``scale`` into UNet/text encoder."""
+    kind = check_source(src, "lora")
+    if kind == "file":
+        p = Path(src)
+        pipe.load_lora_weights(str(p.parent), weight_name=p.name, adapter_name="lora")
+    else:
+        pipe.load_lora_weights(src, adapter_name="lora")
+    pipe.fuse_lora(lora_scale=scale, adapter_names=["lora"])
+    pipe.unload_lora_weights()  # the fused weights stay; the adapter layers go
+
+
+def set_scheduler(pipe, name: str) -> None:
+    """Swap the sampler by name, keeping the model's training schedule (betas, offsets)."""
+    from diffusers import (
+        DDIMScheduler,
+        DPMSolverMultistepScheduler,
+        DPMSolverSDEScheduler,
+        EulerAncestralDiscreteScheduler,
+        EulerDiscreteScheduler,
+        UniPCMultistepScheduler,
+    )
+
+    base = dict(pipe.scheduler.config)
+    factories = {
+        "ddim": lambda: DDIMScheduler.from_config(base),
+        "euler_a": lambda: EulerAncestralDiscreteScheduler.from_config(base),
+        "euler": lambda: EulerDiscreteScheduler.from_config(base),
+        "dpmpp_sde_karras": lambda: DPMSolverSDEScheduler.from_config(base, use_karras_sigmas=True),
+        "dpmpp_2m_karras": lambda: DPMSolverMultistepScheduler.from_config(base, use_karras_sigmas=True),
+        "unipc": lambda: UniPCMultistepScheduler.from_config(base),
+    }
+    if name not in factories:
+        raise ValueError(f"scheduler {name!r} is not one of {sorted(factories)}")
+    if name == "dpmpp_sde_karras":
+        try:
+            import torchsde  # noqa: F401
+        except ImportError as e:
+            raise ImportError("the dpmpp_sde_karras scheduler needs torchsde: pip install torchsde") from e
+    pipe.scheduler = factories[name]()
+
+
+@functools.lru_cache(maxsize=64)
+def weights_fingerprint(src: str | None) -> str | None:
+    """sha256 over the weight files of a local file/folder ('sha256:...'); hub ids give 'hub:<id>@<commit>'."""
+    if not src:
+        return None
+    p = Path(src).expanduser()
+    if p.is_file():
+        return "sha256:" + _hash_files([p], p.parent)
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix in SINGLE_FILE_SUFFIXES)
+        return "sha256:" + _hash_files(files, p) if files else None
+    try:
+        from huggingface_hub import snapshot_download
+
+        local = Path(snapshot_download(src, local_files_only=True))
+        return f"hub:{src}@{local.name}"
+    except Exception:  # noqa: BLE001 - a hub id we cannot resolve offline is still recorded by name
+        return f"hub:{src}"
+
+
+def _hash_files(files: list[Path], root: Path) -> str:
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(root)).encode())
+        with open(f, "rb") as fh:
+            while block := fh.read(1 << 22):
+                h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,160 @@
+"""The `tiny` model preset: SD1.5-shaped components at toy size, built from configs with fixed seeds.
+
+Nothing is downloaded. The components are written to a local folder in the layout a user's checkpoint
+has (a diffusers base-model folder and a ControlNet folder) and then loaded through the same code path
+as real weights, so tests exercise the loader too. The images it makes are noise-like: it is for
+tests and for a first run on a fresh machine, not for ads.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+TINY_VERSION = "1"
+TEXT_DIM = 32
+
+
+def _byte_vocab() -> dict[str, int]:
+    # CLIP's byte-to-unicode table: every byte gets a printable symbol, so any text tokenizes.
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    symbols = [chr(c) for c in cs]
+    vocab = {s: i for i, s in enumerate(symbols)}
+    for s in symbols:
+        vocab[s + "</w>"] = len(vocab)
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return vocab
+
+
+def build_tiny_tokenizer():
+    """A deterministic byte-level CLIP tokenizer without merges (every character is a token)."""
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer(vocab=_byte_vocab(), merges=[], model_max_length=77)
+
+
+def build_tiny_components(*, inpaint_unet: bool = False, seed: int = 0) -> dict:
+    """Random-weight components with SD1.5's structure (VAE factor 8, CLIP text encoder, 4/9-ch UNet)."""
+    from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tokenizer = build_tiny_tokenizer()
+    torch.manual_seed(seed)
+    unet_kwargs = dict(
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=64,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=TEXT_DIM,
+        attention_head_dim=8,
+        norm_num_groups=32,
+    )
+    unet = UNet2DConditionModel(in_channels=9 if inpaint_unet else 4, out_channels=4, **unet_kwargs)
+    torch.manual_seed(seed + 1)
+    # Built from a 4-channel config: the pipeline feeds the ControlNet plain latents even for 9-ch UNets.
+    controlnet = ControlNetModel(
+        in_channels=4,
+        block_out_channels=unet_kwargs["block_out_channels"],
+        layers_per_block=1,
+        down_block_types=unet_kwargs["down_block_types"],
+        cross_attention_dim=TEXT_DIM,
+        attention_head_dim=8,
+        norm_num_groups=32,
+        conditioning_embedding_out_channels=(8, 16, 16, 16),  # log2(vae factor 8) + 1 entries
+    )
+    # A fresh ControlNet's zero convolutions make the control image irrelevant; give them small
+    # random values so the tiny model's output depends on the control image, as a trained one does.
+    g = torch.Generator().manual_seed(seed + 2)
+    with torch.no_grad():
+        for module in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
+            module.weight.copy_(torch.randn(module.weight.shape, generator=g) * 0.05)
+    torch.manual_seed(seed + 3)
+    vae = AutoencoderKL(
+        block_out_channels=(16, 16, 32, 32),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=64,
+    )
+    torch.manual_seed(seed + 4)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer.get_vocab()),
+            hidden_size=TEXT_DIM,
+            intermediate_size=64,
+            num_hidden_layers=3,  # >= 2 so that clip skip 2 means something
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            projection_dim=TEXT_DIM,
+        )
+    )
+    scheduler = DDIMScheduler(  # SD1.5's training schedule
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    return dict(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        controlnet=controlnet,
+        scheduler=scheduler,
+    )
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("RELIABLE_AD_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "reliable-ad"
+    )
+    return Path(root) / "models"
+
+
+def ensure_tiny_checkpoint(root: str | os.PathLike | None = None, *, inpaint_unet: bool = False) -> tuple[Path, Path]:
+    """Write the tiny checkpoint once (atomically) and return (base folder, controlnet folder)."""
+    from diffusers import StableDiffusionPipeline
+
+    root = Path(root) if root else default_cache_dir()
+    name = f"tiny{'-inpaint' if inpaint_unet else ''}-v{TINY_VERSION}"
+    target = root / name
+    if not (target / "base" / "model_index.json").exists() or not (target / "controlnet" / "config.json").exists():
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
+        try:
+            parts = build_tiny_components(inpaint_unet=inpaint_unet)
+            controlnet = parts.pop("controlnet")
+            base = StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+            base.save_pretrained(tmp / "base")
+            controlnet.save_pretrained(tmp / "controlnet")
+            if target.exists():  # a half-built folder from an old crash
+                shutil.rmtree(target)
+            os.replace(tmp, target)
+        except FileExistsError:
+            shutil.rmtree(tmp, ignore_errors=True)  # another process won the race
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if not (target / "base" / "model_index.json").exists():
+                raise RuntimeError(f"could not write the tiny checkpoint to {target}: {e}") from e
+    return target / "base", target / "controlnet"
