@@ -62,18 +62,26 @@ class AdGenerator:
 
     def generate(self, jobs: list[GenerationJob], batch_size: int | None = None) -> list[GeneratedImage]:
         bs = batch_size or self.sampling.batch_size
+        if self._seeded_sde:
+            bs = 1  # its Brownian noise has one seed per call: one image per call keeps seeds per image
         results: list[GeneratedImage] = []
         for start in range(0, len(jobs), bs):
             results.extend(self._generate_batch(jobs[start : start + bs]))
         return results
 
+    @property
+    def _seeded_sde(self) -> bool:
+        return hasattr(self.pipe.scheduler, "noise_sampler_seed")
+
     def _prompt_kwargs(self, jobs: list[GenerationJob]) -> dict:
         prompts = [j.prompt for j in jobs]
         negatives = [j.negative_prompt for j in jobs]
         skip = self.sampling.diffusers_clip_skip
-        if not needs_custom_encoding(prompts + negatives):
-            # plain prompts go to diffusers untouched: exactly its tokenisation and clip skip
-            return dict(prompt=prompts, negative_prompt=negatives, clip_skip=skip)
+        if skip is None and not needs_custom_encoding(prompts + negatives):
+            # plain prompts without clip skip go to diffusers untouched: exactly its tokenisation.
+            # With clip skip we encode ourselves: diffusers 0.42's clip-skip path reads
+            # `text_encoder.text_model`, which transformers 5 no longer has.
+            return dict(prompt=prompts, negative_prompt=negatives)
         te = self.pipe.text_encoder
         pos, neg = encode_prompt_pair(
             self.pipe.tokenizer, te, prompts, negatives, clip_skip=skip, device=self.device, dtype=te.dtype
@@ -88,6 +96,8 @@ class AdGenerator:
                     f"product prepared at {j.prepared.image.shape[0]} px but the generator makes {self.size} px; "
                     "prepare products with size=generator.size"
                 )
+        if self._seeded_sde:
+            self.pipe.scheduler.noise_sampler_seed = jobs[0].seed
         t0 = time.perf_counter()
         out = self.pipe(
             image=[Image.fromarray(j.prepared.image) for j in jobs],

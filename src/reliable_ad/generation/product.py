@@ -67,7 +67,7 @@ def _validated(rgb: np.ndarray, alpha: np.ndarray, source: str, hint: str) -> Pr
             got = f"{arr.dtype} array of shape {arr.shape}" if isinstance(arr, np.ndarray) else type(arr).__name__
             want = "(H, W, 3)" if name == "rgb" else "(H, W)"
             raise _error(source, f"{name} must be a uint8 array of shape {want}, got {got}",
-                         f"convert it, e.g. np.asarray(..., dtype=np.uint8)")
+                         "convert it, e.g. np.asarray(..., dtype=np.uint8)")
     if rgb.shape != alpha.shape + (3,):
         raise _error(source, f"rgb shape {rgb.shape} does not match alpha shape {alpha.shape}",
                      "give rgb as (H, W, 3) and alpha as (H, W) of the same image")
@@ -135,7 +135,7 @@ def alpha_from_white(rgb: np.ndarray, white_threshold: int = 250) -> np.ndarray:
     """Alpha (H, W) uint8 for a product on white: 255 where any channel of (H, W, 3) uint8 `rgb` is
     below `white_threshold`, minus specks smaller than max(16, H*W/1e5) px (JPEG noise, dust)."""
     fg = np.any(rgb < white_threshold, axis=2).astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
     min_area = max(16, fg.size // 100_000)
     keep = stats[:, cv2.CC_STAT_AREA] >= min_area
     keep[0] = False  # label 0 is the background

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-TINY_VERSION = "1"
+TINY_VERSION = "2"
 TEXT_DIM = 32
 
 
@@ -79,8 +79,9 @@ def build_tiny_components(*, inpaint_unet: bool = False, seed: int = 0) -> dict:
     # random values so the tiny model's output depends on the control image, as a trained one does.
     g = torch.Generator().manual_seed(seed + 2)
     with torch.no_grad():
-        for module in [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block]:
-            module.weight.copy_(torch.randn(module.weight.shape, generator=g) * 0.05)
+        zero_init = [*controlnet.controlnet_down_blocks, controlnet.controlnet_mid_block, controlnet.controlnet_cond_embedding.conv_out]
+        for module in zero_init:
+            module.weight.copy_(torch.randn(module.weight.shape, generator=g) * 0.5)
     torch.manual_seed(seed + 3)
     vae = AutoencoderKL(
         block_out_channels=(16, 16, 32, 32),

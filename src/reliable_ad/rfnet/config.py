@@ -1,8 +1,9 @@
 """RFNet's configuration: typed nested dataclasses, validated at construction (SPEC §3).
 
-Defaults are the paper's RFNet (notes): ResNet-50 image encoders, a Chinese RoBERTa caption encoder,
-one FFM block and three fusion layers of width 384 with 8 heads, 384 px inputs. Presets by name live
-in `presets.py`. No torch import here, so configs can be read and checked without the model stack.
+Defaults are the paper's RFNet sizes (notes): ResNet-50 image encoders, a Chinese RoBERTa caption
+encoder, one FFM block and three fusion layers of width 384 with 8 heads, 384 px inputs; the image
+encoders' pretrained weights are named by the presets (presets.py: "rfnet-r50" is the paper's model).
+No torch import here, so configs can be read and checked without the model stack.
 """
 
 from __future__ import annotations

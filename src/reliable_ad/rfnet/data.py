@@ -177,6 +177,28 @@ class _FolderIndex:
         return name in self.names(folder)
 
 
+class _ImageResolver:
+    """Finds a label file's relative image path in the first base folder that holds it; each folder
+    is listed once, however many lines name it."""
+
+    def __init__(self, bases: Sequence[str]) -> None:
+        self.bases = list(dict.fromkeys(bases))
+        self._files = _FolderIndex()
+        self._folders: dict[str, list[tuple[str, frozenset[str]]]] = {}  # relative folder -> candidates
+
+    def resolve(self, rel: str) -> tuple[str, bool]:
+        """(path, found); a path that is not found is placed under the first base."""
+        rel_dir, _, name = rel.rpartition("/")
+        candidates = self._folders.get(rel_dir)
+        if candidates is None:
+            paths = dict.fromkeys(os.path.normpath(os.path.join(b, rel_dir)) for b in self.bases)
+            candidates = self._folders[rel_dir] = [(folder, self._files.names(folder)) for folder in paths]
+        for folder, names in candidates:
+            if name in names:
+                return folder + os.sep + name, True
+        return candidates[0][0] + os.sep + name, False
+
+
 def _product_files(folder: str | None) -> dict[str, str]:
     """Image stem -> path for the product folder; .png wins over .jpg and so on."""
     if not folder or not os.path.isdir(folder):
@@ -281,8 +303,7 @@ def read_rf1m(
     caption_path = _find_first(root, captions, CAPTION_FILE_NAMES, "captions file")
     caption_of = read_captions(caption_path, problems) if caption_path else {}
     product_of = _product_files(os.path.join(root, os.fspath(products)) if products is not None else None)
-    bases = list(dict.fromkeys([os.path.dirname(label_path), root, os.path.join(root, "images")]))
-    files = _FolderIndex()
+    images = _ImageResolver([os.path.dirname(label_path), root, os.path.join(root, "images")])
     source_name = os.path.basename(label_path)
     samples: list[Sample] = []
     seen: set[str] = set()
@@ -311,14 +332,12 @@ def read_rf1m(
             if label is None:
                 n_dropped += 1
                 continue
-            candidates = [os.path.normpath(os.path.join(b, rel)) for b in bases] if not os.path.isabs(rel) else [rel]
-            image = next((c for c in candidates if files.exists(c)), None)
-            if image is None:
-                if check_files:
-                    problems.append(Problem(label_path, line_no, f"image {rel!r} not found under {bases}"))
-                    continue
-                image = candidates[0]
-            stem = os.path.splitext(os.path.basename(image))[0]
+            image, found = images.resolve(rel)
+            if not found and check_files:
+                problems.append(Problem(label_path, line_no, f"image {rel!r} not found under {images.bases}"))
+                continue
+            name = os.path.basename(image)
+            stem = name.rpartition(".")[0] or name
             pid = _ATTEMPT_SUFFIX.sub("", stem) or stem
             pid = shared_ids.setdefault(pid, pid)
             product = product_of.get(pid) or product_of.get(stem)

@@ -11,6 +11,7 @@ the config's `arch` and touch neither disk nor network.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -20,7 +21,9 @@ from torch import nn
 from reliable_ad.rfnet.config import ImageEncoderConfig, TextEncoderConfig
 
 # Keys of a transformers config that describe a checkpoint's history, not the architecture.
-_NOISE_KEYS = ("transformers_version", "architectures", "_name_or_path", "dtype", "torch_dtype")
+_NOISE_KEYS = (
+    "transformers_version", "architectures", "_name_or_path", "dtype", "torch_dtype", "id2label", "label2id",
+)
 
 
 def arch_of(backbone: nn.Module) -> dict[str, Any]:
@@ -52,31 +55,54 @@ class ImageBackboneSpec:
     grid: bool  # True: features are a map that needs positions; False: tokens that carry their own
 
 
-def _resnet_spec() -> ImageBackboneSpec:
+# Module-level functions rather than lambdas, so models stay picklable.
+def _resnet_build(config) -> nn.Module:
     from transformers import ResNetModel
 
-    return ImageBackboneSpec(
-        model_type="resnet",
-        build=ResNetModel,
-        load=ResNetModel.from_pretrained,
-        features=lambda m, x: m(pixel_values=x).last_hidden_state,
-        out_dim=lambda c: c.hidden_sizes[-1],
-        grid=True,
-    )
+    return ResNetModel(config)
+
+
+def _resnet_load(name_or_path: str) -> nn.Module:
+    from transformers import ResNetModel
+
+    return ResNetModel.from_pretrained(name_or_path)
+
+
+def _resnet_features(backbone: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    return backbone(pixel_values=pixels).last_hidden_state  # (B, C, h, w)
+
+
+def _vit_build(config) -> nn.Module:
+    from transformers import ViTModel
+
+    return ViTModel(config, add_pooling_layer=False)
+
+
+def _vit_load(name_or_path: str) -> nn.Module:
+    from transformers import ViTModel
+
+    return ViTModel.from_pretrained(name_or_path, add_pooling_layer=False)
+
+
+def _vit_features(backbone: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
+    # (B, 1 + N, C); position embeddings are interpolated when the image is not the checkpoint's size
+    return backbone(pixel_values=pixels, interpolate_pos_encoding=True).last_hidden_state
+
+
+def _resnet_spec() -> ImageBackboneSpec:
+    return ImageBackboneSpec("resnet", _resnet_build, _resnet_load, _resnet_features, _last_hidden_size, grid=True)
 
 
 def _vit_spec() -> ImageBackboneSpec:
-    from transformers import ViTModel
+    return ImageBackboneSpec("vit", _vit_build, _vit_load, _vit_features, _hidden_size, grid=False)
 
-    return ImageBackboneSpec(
-        model_type="vit",
-        build=lambda c: ViTModel(c, add_pooling_layer=False),
-        load=lambda p: ViTModel.from_pretrained(p, add_pooling_layer=False),
-        # position embeddings are interpolated when the image is not the checkpoint's size
-        features=lambda m, x: m(pixel_values=x, interpolate_pos_encoding=True).last_hidden_state,
-        out_dim=lambda c: c.hidden_size,
-        grid=False,
-    )
+
+def _last_hidden_size(config) -> int:
+    return config.hidden_sizes[-1]
+
+
+def _hidden_size(config) -> int:
+    return config.hidden_size
 
 
 IMAGE_BACKBONES: dict[str, Callable[[], ImageBackboneSpec]] = {"resnet": _resnet_spec, "vit": _vit_spec}
@@ -88,11 +114,22 @@ def image_backbone_spec(name: str) -> ImageBackboneSpec:
     return IMAGE_BACKBONES[name]()
 
 
+def fetch_pretrained(field: str, name: str, load: Callable[[str], Any]) -> Any:
+    """``load(name)``; a failure names the config field and what a hub id needs offline."""
+    try:
+        return load(name)
+    except OSError as e:
+        raise OSError(
+            f"{field}={name!r} could not be loaded: {e}\nA hub id needs the network or a copy in the Hugging Face "
+            "cache (HF_HUB_OFFLINE=1 uses only the cache); otherwise give a local folder"
+        ) from e
+
+
 def build_image_backbone(cfg: ImageEncoderConfig, *, load_pretrained: bool = False) -> nn.Module:
     """A backbone from ``cfg.pretrained`` (when ``load_pretrained``; I/O) or random from ``cfg.arch``."""
     spec = image_backbone_spec(cfg.type)
     if load_pretrained and cfg.pretrained:
-        return spec.load(cfg.pretrained)
+        return fetch_pretrained("image_encoder.pretrained", cfg.pretrained, spec.load)
     return spec.build(_config_from_arch(spec.model_type, cfg.arch))
 
 
@@ -162,10 +199,11 @@ def text_arch(cfg: TextEncoderConfig) -> dict[str, Any]:
     )
 
 
-def _text_from_arch(arch: dict[str, Any]) -> nn.Module:
+def text_backbone_from_arch(cfg: TextEncoderConfig) -> nn.Module:
+    """A random-weight caption encoder from the config alone (no I/O)."""
     from transformers import AutoConfig, AutoModel
 
-    arch = dict(arch)
+    arch = text_arch(cfg)
     if "model_type" not in arch:
         raise ValueError(f"text_encoder.arch needs a 'model_type' (e.g. 'bert'), got keys {sorted(arch)}")
     return AutoModel.from_config(AutoConfig.for_model(arch.pop("model_type"), **arch))
@@ -176,10 +214,16 @@ def build_text_backbone(cfg: TextEncoderConfig, *, load_pretrained: bool = False
     from transformers import AutoConfig, AutoModel
 
     if load_pretrained and cfg.name_or_path:
-        return AutoModel.from_pretrained(cfg.name_or_path)
-    if not cfg.arch and cfg.name_or_path:
-        return AutoModel.from_config(AutoConfig.from_pretrained(cfg.name_or_path))  # config file only
-    return _text_from_arch(text_arch(cfg))
+        return fetch_pretrained("text_encoder.name_or_path", cfg.name_or_path, AutoModel.from_pretrained)
+    if not cfg.arch and cfg.name_or_path:  # the architecture only: reads the config file
+        config = fetch_pretrained("text_encoder.name_or_path", cfg.name_or_path, AutoConfig.from_pretrained)
+        return AutoModel.from_config(config)
+    return text_backbone_from_arch(cfg)
+
+
+def _can_drop_pooler(backbone: nn.Module) -> bool:
+    """True for models built to run without a pooler (BERT, RoBERTa and kin take add_pooling_layer)."""
+    return "add_pooling_layer" in inspect.signature(type(backbone).__init__).parameters
 
 
 class TextEncoder(nn.Module):
@@ -187,6 +231,8 @@ class TextEncoder(nn.Module):
 
     def __init__(self, backbone: nn.Module, width: int):
         super().__init__()
+        if getattr(backbone, "pooler", None) is not None and _can_drop_pooler(backbone):
+            backbone.pooler = None  # RFNet reads token features only; an unused pooler trips DDP
         self.backbone = backbone
         self.proj = nn.Linear(backbone.config.hidden_size, width)
         self.norm = nn.LayerNorm(width)

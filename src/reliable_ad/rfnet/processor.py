@@ -48,7 +48,9 @@ def build_tiny_tokenizer(max_length: int = 64):
 def load_tokenizer(name_or_path: str):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(name_or_path)
+    from reliable_ad.rfnet.encoders import fetch_pretrained
+
+    return fetch_pretrained("text_encoder.name_or_path (tokenizer)", name_or_path, AutoTokenizer.from_pretrained)
 
 
 def _check_images(name: str, images, channels: int) -> torch.Tensor:

@@ -1,0 +1,50 @@
+"""RFNet (SPEC §3): the multimodal classifier that judges whether a generated ad is usable.
+
+    model, processor = load_rfnet("tiny")          # or "rfnet-r50", a saved folder, a hub id
+    batch = processor(captions, product=..., generated=..., depth=..., salience=...)
+    probs = model.predict_proba(**batch)           # (B, 5), columns in CLASS_NAMES order
+
+Names are imported lazily, so `reliable_ad.rfnet.labels` and `.config` load without torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "AVAILABLE_INDEX": "labels",
+    "CLASS_DESCRIPTIONS": "labels",
+    "CLASS_NAMES": "labels",
+    "class_names": "labels",
+    "FusionConfig": "config",
+    "ImageEncoderConfig": "config",
+    "ModalityConfig": "config",
+    "RFNetConfig": "config",
+    "TextEncoderConfig": "config",
+    "FeatureFilterModule": "ffm",
+    "IMAGE_BACKBONES": "encoders",
+    "RFNet": "model",
+    "RFNetProcessor": "processor",
+    "build_tiny_tokenizer": "processor",
+    "PRESETS": "presets",
+    "build_rfnet": "presets",
+    "list_presets": "presets",
+    "load_rfnet": "presets",
+    "rfnet_config": "presets",
+    "save_pretrained": "io",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

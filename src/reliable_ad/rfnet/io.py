@@ -1,0 +1,196 @@
+"""Saving and loading RFNet: a self-contained folder of ``config.json``, ``model.safetensors`` and
+``tokenizer/``, written atomically (into a temporary sibling folder, then renamed into place).
+
+``config.json`` wraps the resolved RFNetConfig (with the encoders' full architectures) in a small
+header, so a folder rebuilds without the hub and a folder of anything else is recognised and refused.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from reliable_ad.rfnet.config import RFNetConfig
+
+if TYPE_CHECKING:
+    from reliable_ad.rfnet.model import RFNet
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+MODEL_TYPE = "rfnet"
+FORMAT_VERSION = 1
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def resolve_folder(name_or_path: str | os.PathLike) -> Path:
+    """A local folder as is; a hub id ("owner/name") through ``snapshot_download`` (obeys HF_HUB_OFFLINE)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise ValueError(f"{str(path)!r} is a file; pass the folder that holds {CONFIG_NAME} and {WEIGHTS_NAME}")
+    name = str(name_or_path)
+    if not _HUB_ID.match(name):
+        raise ValueError(f"{name!r} is neither a folder nor a hub id ('owner/name'); pass a saved RFNet folder")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id=name, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "tokenizer/*"]))
+    except Exception as e:  # noqa: BLE001 - hub errors differ by version; all mean "not available"
+        raise ValueError(
+            f"could not get {name!r} from the Hugging Face Hub ({type(e).__name__}: {e}); "
+            "with HF_HUB_OFFLINE=1 it must already be in the local cache, or pass a local folder"
+        ) from e
+
+
+def read_config(folder: str | os.PathLike) -> RFNetConfig:
+    """The RFNetConfig saved in ``folder``; anything that is not an RFNet folder raises ``ValueError``."""
+    path = Path(folder) / CONFIG_NAME
+    if not path.is_file():
+        raise ValueError(f"{str(folder)!r} is not a saved RFNet: it has no {CONFIG_NAME}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({e}); re-save the model") from e
+    found = data.get("model_type") if isinstance(data, dict) else None
+    if found != MODEL_TYPE:
+        raise ValueError(
+            f"{str(folder)!r} is not a saved RFNet: its {CONFIG_NAME} has model_type={found!r}, not {MODEL_TYPE!r}; "
+            "RFNet folders are written by reliable_ad.rfnet.save_pretrained"
+        )
+    version = data.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(
+            f"{str(folder)!r} has format_version={version!r}; this reliable-ad reads up to {FORMAT_VERSION} "
+            "(upgrade reliable-ad)"
+        )
+    try:
+        return RFNetConfig.from_dict(data.get("config", {}))
+    except ValueError as e:
+        raise ValueError(f"{str(path)!r}: {e}") from e
+
+
+def _state_for_saving(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    state, seen = {}, set()
+    for key, tensor in model.state_dict().items():
+        tensor = tensor.detach().to("cpu").contiguous()
+        ptr = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        state[key] = tensor.clone() if ptr in seen else tensor  # safetensors refuses shared storage
+        seen.add(ptr)
+    return state
+
+
+def _is_replaceable(folder: Path) -> bool:
+    """True when ``folder`` is absent, empty, or an earlier RFNet save (never someone else's files)."""
+    if not folder.exists():
+        return True
+    if not folder.is_dir():
+        return False
+    if not any(folder.iterdir()):
+        return True
+    try:
+        read_config(folder)
+    except ValueError:
+        return False
+    return True
+
+
+def save_pretrained(model: RFNet, folder: str | os.PathLike, processor=None) -> Path:
+    """Write ``model`` to ``folder``: config.json, model.safetensors and (caption on) tokenizer/.
+
+    ``processor`` gives the tokenizer to save; without it the config's tokenizer is rebuilt (tiny)
+    or loaded from ``text_encoder.name_or_path``. An existing earlier save is replaced as a whole;
+    a folder holding anything else is refused.
+    """
+    from reliable_ad.rfnet.processor import RFNetProcessor
+
+    folder = Path(folder).expanduser()
+    if not _is_replaceable(folder):
+        raise ValueError(
+            f"{str(folder)!r} exists and is not an RFNet save; refusing to overwrite it; pass a new or empty folder"
+        )
+    config: RFNetConfig = model.config
+    if config.modalities.caption:
+        if processor is None:
+            processor = RFNetProcessor.from_config(config)
+        if processor.tokenizer is None:
+            raise ValueError("the model reads captions but processor has no tokenizer; pass RFNetProcessor.from_config")
+        if len(processor.tokenizer) > model.text_encoder.vocab_size:
+            raise ValueError(
+                f"the tokenizer has {len(processor.tokenizer)} tokens but the caption encoder only "
+                f"{model.text_encoder.vocab_size}; pass the tokenizer that belongs to this model"
+            )
+    header = {
+        "model_type": MODEL_TYPE,
+        "format_version": FORMAT_VERSION,
+        "class_names": list(model.class_names),
+        "config": config.to_dict(),
+    }
+    from safetensors.torch import save_file
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
+    old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
+    try:
+        (tmp / CONFIG_NAME).write_text(json.dumps(header, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        save_file(_state_for_saving(model), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        if config.modalities.caption:
+            processor.save_pretrained(tmp)
+        if folder.exists():
+            os.rename(folder, old)
+        try:
+            os.rename(tmp, folder)
+        except BaseException:
+            if old.exists():
+                os.rename(old, folder)
+            raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def _check_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: Path) -> None:
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [
+        f"{k} {tuple(state[k].shape)} != {shape}"
+        for k, shape in expected.items()
+        if k in state and tuple(state[k].shape) != shape
+    ]
+    if missing or unexpected or wrong:
+        found = (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+        parts = [f"{name}: {len(items)} (e.g. {items[:3]})" for name, items in found if items]
+        raise ValueError(
+            f"{str(where)!r} does not fit the model its {CONFIG_NAME} describes ({'; '.join(parts)}); "
+            "the folder is damaged or was edited by hand; re-save it with save_pretrained"
+        )
+
+
+def load_model(name_or_path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> RFNet:
+    """An RFNet from a saved folder or hub id, in eval mode, on ``map_location``."""
+    from safetensors.torch import load_file
+
+    from reliable_ad.rfnet.model import RFNet
+
+    folder = resolve_folder(name_or_path)
+    config = read_config(folder)
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        raise ValueError(f"{str(folder)!r} has {CONFIG_NAME} but no {WEIGHTS_NAME}; re-save the model")
+    with torch.random.fork_rng(devices=[]):  # the throw-away random init leaves the caller's RNG alone
+        model = RFNet(config)
+    state = load_file(str(weights))
+    _check_state(model, state, weights)
+    model.load_state_dict(state, strict=True)
+    return model.to(map_location).eval()
