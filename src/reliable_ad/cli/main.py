@@ -12,9 +12,9 @@ from reliable_ad import __version__
 
 def _subcommands():
     # each module exposes add_parser(subparsers) and sets `func` on its parser
-    from reliable_ad.cli import generate, info
+    from reliable_ad.cli import generate, info, run
 
-    return [generate, info]
+    return [generate, run, info]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-TINY_VERSION = "2"
+TINY_VERSION = "3"
 TEXT_DIM = 32
 
 
@@ -108,6 +108,10 @@ def build_tiny_components(*, inpaint_unet: bool = False, seed: int = 0) -> dict:
             projection_dim=TEXT_DIM,
         )
     )
+    # A trained CLIP's final LayerNorm has a non-zero bias; with the fresh zero bias every embedding has
+    # mean 0 and A1111's emphasis rescale (which divides by the mean) would be undefined.
+    with torch.no_grad():
+        getattr(text_encoder, "text_model", text_encoder).final_layer_norm.bias.copy_(torch.randn(TEXT_DIM, generator=g) * 0.5)
     scheduler = DDIMScheduler(  # SD1.5's training schedule
         beta_start=0.00085,
         beta_end=0.012,

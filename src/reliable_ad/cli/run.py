@@ -1,0 +1,79 @@
+"""`reliable-ad run`: the main job — generate, inspect with RFNet, regenerate until Available, report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from reliable_ad.cli.common import build_config
+from reliable_ad.cli.generate import GENERATION_FLAGS, add_generation_args
+
+RUN_FLAGS = {
+    **{k: f"generation.{v}" for k, v in GENERATION_FLAGS.items()},
+    "rfnet": "rfnet",
+    "depth": "depth",
+    "salience": "salience",
+    "inspect_batch_size": "inspect_batch_size",
+    "max_attempts": "recurrent.max_attempts",
+    "acceptance": "recurrent.acceptance",
+    "threshold": "recurrent.threshold",
+    "retry_policy": "recurrent.retry_policy",
+    "alternate_presets": "recurrent.alternate_presets",
+}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "run",
+        help="the main job: generate, inspect with RFNet, regenerate until Available, report",
+        description=(
+            "Recurrent Generation (the paper's Algorithm 1) for many products at once: each product is "
+            "generated, judged by RFNet, and regenerated with fresh noise until RFNet says Available or K "
+            "attempts are spent. Writes every attempt with its verdict (manifest.jsonl), the accepted image "
+            "per product (accepted/), the best attempt of products with none available (flagged/), "
+            "summary.json and a self-contained report.html. Rerunning resumes with the same seeds. Under "
+            "`accelerate launch -m reliable_ad.cli.main run ...` the products are sharded across processes."
+        ),
+    )
+    p.add_argument("products", nargs="+", help="product images, folders, or a products .csv/.jsonl (image, caption, preset)")
+    p.add_argument("--out", required=True, help="run folder (created; an existing one is resumed)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r = p.add_argument_group("inspection and regeneration")
+    r.add_argument("--rfnet", help="RFNet folder, hub id or preset; default `tiny` with --model tiny, required otherwise")
+    r.add_argument("--depth", help="depth estimator (default: the one saved with the RFNet)")
+    r.add_argument("--salience", help="salience estimator (default: the one saved with the RFNet)")
+    r.add_argument("--inspect-batch-size", type=int, help="images per RFNet call (default 16)")
+    r.add_argument("--max-attempts", "-k", type=int, help="attempts per product, K (default 5)")
+    r.add_argument("--acceptance", choices=["argmax", "threshold"], help="argmax: top class is Available (paper, default); threshold: p(Available) >= --threshold")
+    r.add_argument("--threshold", type=float, help="p(Available) needed with --acceptance threshold (default 0.5)")
+    r.add_argument("--retry-policy", choices=["reseed", "defect_aware"], help="reseed: fresh noise (paper, default); defect_aware: the defect decides what changes")
+    r.add_argument("--alternate-presets", nargs="+", help="defect_aware: presets to try when the background is indistinct")
+    add_generation_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from reliable_ad.generation.inputs import read_product_inputs
+    from reliable_ad.recurrent.config import RunConfig
+    from reliable_ad.recurrent.run import run_recurrent_job
+
+    cfg = build_config(RunConfig, args, RUN_FLAGS)
+    inputs, problems = read_product_inputs(args.products)
+    for prob in problems:
+        print(f"skipped {prob.source}: {prob.message}", file=sys.stderr)
+    missing = [i.path for i in inputs if i.caption is None]
+    if missing:
+        print(f"note: {len(missing)} product(s) have no caption; RFNet's caption branch gets an empty string", file=sys.stderr)
+    summary = run_recurrent_job(inputs, cfg, args.out, progress=not args.no_progress)
+    if not summary:  # a non-main process under accelerate
+        return 0
+    k = summary["max_attempts"]
+    print(
+        f"{summary['available']}/{summary['products']} products available within {k} attempts "
+        f"(first attempt: {100 * summary['available_rate_within_k']['1']:.0f}%), "
+        f"{summary['none_available']} none available, {len(summary['failed_products'])} failed -> {args.out}/report.html",
+        file=sys.stderr,
+    )
+    for path in summary["failed_products"]:
+        print(f"  failed: {path}", file=sys.stderr)
+    return 1 if summary["failed_products"] or problems else 0

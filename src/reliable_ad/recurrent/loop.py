@@ -1,0 +1,98 @@
+"""Recurrent Generation for many products at once (supplemental Algorithm 1, batched).
+
+Each product's attempt k draws fresh noise from a seed derived from (run seed, product, k). A rolling
+queue keeps batches full: products that fail go to the back of the queue for their next attempt, so
+the generator always sees `batch_size` images while work remains. A product stops at its first
+accepted image or after K attempts ("none available", as in the paper).
+
+The algorithm owns no model: `plan`, `generate` and `judge` are injected, so tests drive it with fakes
+and the `run` job with the diffusers generator and RFNet.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from reliable_ad.rfnet.labels import AVAILABLE_INDEX
+
+
+class VerdictLike(Protocol):
+    label: str
+    label_index: int
+    probs: dict[str, float]
+    p_available: float
+
+
+@dataclass(frozen=True)
+class Attempt:
+    product_key: str
+    attempt: int  # 0-based
+    seed: int
+    variation: dict = field(default_factory=dict)  # what the retry policy changed (image_scale, slots, preset)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    attempt: Attempt
+    label: str
+    p_available: float
+    accepted: bool
+
+
+def make_acceptor(acceptance: str = "argmax", threshold: float = 0.5) -> Callable[[VerdictLike], bool]:
+    """argmax: RFNet's top class is Available (the paper); threshold: p(Available) >= threshold."""
+    if acceptance == "argmax":
+        return lambda v: v.label_index == AVAILABLE_INDEX
+    if acceptance == "threshold":
+        return lambda v: v.p_available >= threshold
+    raise ValueError(f"acceptance={acceptance!r} is not 'argmax' or 'threshold'")
+
+
+def is_finished(history: Sequence[Outcome], max_attempts: int) -> bool:
+    return any(o.accepted for o in history) or len(history) >= max_attempts
+
+
+def recurrent_generation(
+    tasks: Sequence[Any],
+    *,
+    key: Callable[[Any], str],
+    plan: Callable[[Any, int, list[Outcome]], Attempt],
+    generate: Callable[[list[tuple[Any, Attempt]]], list[Any]],
+    judge: Callable[[list[tuple[Any, Attempt]], list[Any]], list[VerdictLike]],
+    accept: Callable[[VerdictLike], bool],
+    max_attempts: int = 5,
+    batch_size: int = 4,
+    history: dict[str, list[Outcome]] | None = None,
+    on_result: Callable[[Any, Attempt, Any, VerdictLike, bool], None] | None = None,
+) -> dict[str, list[Outcome]]:
+    """Run the loop; ``history`` (from a previous, interrupted run) makes it resume where it stopped.
+
+    Returns every product's outcomes in attempt order. ``on_result`` sees each attempt as soon as it is
+    judged (the run job saves the image and its manifest record there).
+    """
+    if max_attempts < 1 or batch_size < 1:
+        raise ValueError(f"max_attempts={max_attempts} and batch_size={batch_size} must be >= 1")
+    history = {k: list(v) for k, v in (history or {}).items()}
+    queue: deque[tuple[Any, int]] = deque()
+    for task in tasks:
+        past = history.setdefault(key(task), [])
+        if not is_finished(past, max_attempts):
+            queue.append((task, len(past)))
+    while queue:
+        batch = [queue.popleft() for _ in range(min(batch_size, len(queue)))]
+        planned = [(task, plan(task, k, history[key(task)])) for task, k in batch]
+        images = generate(planned)
+        verdicts = judge(planned, images)
+        if len(images) != len(planned) or len(verdicts) != len(planned):
+            raise RuntimeError(f"generate/judge returned {len(images)}/{len(verdicts)} results for {len(planned)} attempts")
+        for (task, attempt), image, verdict in zip(planned, images, verdicts):
+            ok = bool(accept(verdict))
+            history[key(task)].append(Outcome(attempt, verdict.label, float(verdict.p_available), ok))
+            if on_result:
+                on_result(task, attempt, image, verdict, ok)
+            if not ok and attempt.attempt + 1 < max_attempts:
+                queue.append((task, attempt.attempt + 1))
+    return history
