@@ -67,6 +67,10 @@ def _charts(summary: dict) -> str:
     return f'<img class="chart" alt="charts" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
+def _num(x: float | None, digits: int) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
 def _probs(v: dict) -> str:
     top = sorted(v["probs"].items(), key=lambda kv: -kv[1])[:3]
     return "<br>".join(f"{html.escape(k)} {p:.2f}" for k, p in top)
@@ -115,8 +119,8 @@ figure.ok{{border-color:#2e7d32}} figure.flag{{border-color:#c62828}} figure.src
 <span><b>{summary['available']}</b> available within {summary['max_attempts']} attempts
 ({100 * rate_k[str(summary['max_attempts'])]:.0f}%)</span>
 <span>available at first attempt: <b>{100 * rate_k['1']:.0f}%</b></span>
-<span>mean attempts per available image: <b>{summary['mean_attempts_per_available'] or 0:.2f}</b></span>
-<span>seconds per available image: <b>{summary['seconds_per_available_image'] or 0}</b></span>
+<span>mean attempts per available image: <b>{_num(summary['mean_attempts_per_available'], 2)}</b></span>
+<span>seconds per available image: <b>{_num(summary['seconds_per_available_image'], 2)}</b></span>
 <span><b>{len(summary['failed_products'])}</b> products failed</span></div>
 {_charts(summary)}
 {f'<h2>Failed products</h2><ul>{failed}</ul>' if failed else ''}
