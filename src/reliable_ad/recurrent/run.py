@@ -254,14 +254,17 @@ def run_recurrent_job(
         bar = tqdm(total=len(tasks), initial=done, desc=f"products{'' if world == 1 else f' [rank {rank}]'}",
                    unit="product", disable=not progress)
 
+        n_attempts = 0
+
         def on_result(task, attempt, result, verdict, ok):
-            nonlocal n_ok, done
+            nonlocal n_ok, done, n_attempts
             worker.write(task, attempt, result, verdict, ok)
+            n_attempts += 1
             if ok or attempt.attempt + 1 >= rc.max_attempts:
                 n_ok += ok
                 done += 1
                 bar.update(1)
-                bar.set_postfix(available=f"{n_ok / max(done, 1):.0%}")
+            bar.set_postfix(available=f"{n_ok / max(done, 1):.0%}", attempts=n_attempts)
 
         recurrent_generation(
             todo, key=lambda t: t.key, plan=worker.plan, generate=worker.generate, judge=worker.judge_batch,
