@@ -1,0 +1,118 @@
+// Shared by every page: the API client (session cookie + CSRF header), a safe DOM builder
+// (text is always set as text, never parsed as HTML) and small helpers.
+"use strict";
+
+const api = {
+  csrf: null,
+  me: null,
+
+  async call(method, url, body, { csrf } = {}) {
+    const headers = { "Accept": "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    const token = csrf || api.csrf;
+    if (method !== "GET" && token) headers["X-CSRF-Token"] = token;
+    let response;
+    try {
+      response = await fetch(url, {
+        method, headers, credentials: "same-origin",
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch (e) {
+      const err = new Error("cannot reach the server; check your connection");
+      err.status = 0;
+      throw err;
+    }
+    if (response.status === 401 && !url.startsWith("/api/login") && !url.startsWith("/api/invite")) {
+      location.href = "/login?next=" + encodeURIComponent(location.pathname);
+      throw new Error("not logged in");
+    }
+    let data = null;
+    try { data = await response.json(); } catch (e) { data = null; }
+    if (!response.ok) {
+      let detail = data && data.detail;
+      if (Array.isArray(detail)) detail = detail.map((d) => d.msg).join("; ");
+      const err = new Error(detail || response.statusText);
+      err.status = response.status;
+      throw err;
+    }
+    return data;
+  },
+  get(url) { return api.call("GET", url); },
+  post(url, body) { return api.call("POST", url, body === undefined ? {} : body); },
+
+  async init() {
+    api.me = await api.get("/api/me");
+    api.csrf = api.me.csrf;
+    const who = document.getElementById("who");
+    if (who) who.textContent = api.me.username + (api.me.role === "admin" ? " (admin)" : "");
+    const adminLink = document.getElementById("admin-link");
+    if (adminLink && api.me.role === "admin") adminLink.classList.remove("hidden");
+    const logout = document.getElementById("logout");
+    if (logout) logout.addEventListener("click", async () => {
+      try { await api.post("/api/logout"); } finally { location.href = "/login"; }
+    });
+    return api.me;
+  },
+};
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key === "style") Object.assign(node.style, value);  // CSSOM: allowed by the CSP, unlike style=""
+    else node.setAttribute(key, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+let toastTimer = null;
+function toast(message, kind) {
+  let box = document.getElementById("toast");
+  if (!box) { box = el("div", { id: "toast", class: "toast", role: "status" }); document.body.append(box); }
+  box.textContent = message;
+  box.className = "toast show" + (kind === "error" ? " error" : "");
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { box.className = "toast"; }, kind === "error" ? 5000 : 1800);
+}
+
+function pathId() {
+  const parts = location.pathname.split("/").filter(Boolean);
+  return Number(parts[parts.length - 1]);
+}
+
+function fmt(x, digits = 2) {
+  if (x === null || x === undefined || Number.isNaN(x)) return "–";
+  return typeof x === "number" ? x.toFixed(digits) : String(x);
+}
+
+function pct(x) { return x === null || x === undefined ? "–" : (100 * x).toFixed(1) + "%"; }
+
+// A serial queue of server calls: answers, undos and claims reach the server in the order the
+// annotator made them, while the page moves on at once.
+function serialQueue() {
+  let tail = Promise.resolve();
+  return (fn) => { const run = tail.then(fn); tail = run.catch(() => {}); return run; };
+}
+
+// Retry a call that failed for lack of network (never one the server refused).
+async function withRetry(fn, attempts = 4) {
+  for (let i = 0; ; i++) {
+    try { return await fn(); } catch (e) {
+      if (e.status !== 0 || i >= attempts - 1) throw e;
+      await new Promise((r) => setTimeout(r, 500 * (i + 1)));
+    }
+  }
+}
+
+function typingInField(event) {
+  const t = event.target;
+  return t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable);
+}

@@ -1,0 +1,140 @@
+"""Synthetic generation runs for tests, demos and the load benchmark: small real PNG files and a
+manifest in the format `reliable-ad generate` writes (with an `inspect` verdict on request)."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from reliable_ad.annotation.guidance import LABELS
+
+
+def _png(size: int, color: tuple[int, int, int], seed: int, *, product: bool = False) -> bytes:
+    rng = random.Random(seed)
+    mode = "RGBA" if product else "RGB"
+    background = (0, 0, 0, 0) if product else tuple(rng.randrange(150, 256) for _ in range(3))
+    im = Image.new(mode, (size, size), background)
+    draw = ImageDraw.Draw(im)
+    if not product:  # a floor and a wall, so images differ
+        draw.rectangle([0, int(size * 0.65), size, size], fill=tuple(rng.randrange(60, 200) for _ in range(3)))
+    w = size // 4
+    draw.rounded_rectangle([size // 2 - w // 2, size // 4, size // 2 + w // 2, int(size * 0.8)], radius=max(2, w // 4),
+                           fill=color + ((255,) if product else ()))
+    buffer = io.BytesIO()
+    im.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def make_run(folder: str | Path, n_products: int = 3, per_product: int = 2, *, seed: int = 0, size: int = 64,
+             verdicts: bool = False, failed: int = 0, captions: list[str] | None = None,
+             products_dir: str | Path | None = None) -> Path:
+    """A run folder with ``n_products * per_product`` images, their products and manifest.jsonl.
+
+    Images of product p, attempt a carry seed ``1000 * p + a`` whatever the run's ``seed``, like
+    runs of different methods made with the same seeds; ``seed`` changes the pixels only.
+    ``verdicts`` adds RFNet verdicts (random, fixed by ``seed``); ``failed`` adds failed-generation
+    records. Products go to ``products_dir`` (shared between runs) or ``<folder>/products``.
+    """
+    folder = Path(folder)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    products = Path(products_dir) if products_dir else folder / "products"
+    products.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    records = []
+    for p in range(n_products):
+        color = (40 + 60 * (p % 4), 90 + 37 * (p % 5), 200 - 30 * (p % 6))
+        product = products / f"prod_{p}.png"
+        if not product.exists():
+            product.write_bytes(_png(size, color, p, product=True))
+        caption = captions[p % len(captions)] if captions else f"a bottle of colour {p}"
+        for a in range(per_product):
+            name = f"images/prod_{p}-{p:08x}_{a:03d}.png"
+            (folder / name).write_bytes(_png(size, color, seed * 7919 + p * 31 + a))
+            record = {
+                "image": name, "product": str(product.resolve()), "product_hash": f"{p:08x}" * 8,
+                "product_id": f"prod_{p}-{p:08x}", "caption": caption, "preset": "test",
+                "prompt": "An item sitting on a wooden table", "seed": 1000 * p + a, "attempt": a, "error": None,
+            }
+            if verdicts:
+                raw = [rng.random() ** 3 for _ in range(5)]
+                probs = [x / sum(raw) for x in raw]
+                top = max(range(5), key=probs.__getitem__)
+                record["verdict"] = {"label": LABELS[top], "label_index": top, "probs": probs, "p_available": probs[0]}
+            records.append(record)
+    for i in range(failed):
+        records.append({"product": f"missing_{i}.png", "error": "product image has no foreground"})
+    with open(folder / "manifest.jsonl", "w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    return folder
+
+
+class ServerThread:
+    """The app served by uvicorn in a background thread on a free loopback port (tests, demos)::
+
+        with ServerThread(app) as base_url: ...
+    """
+
+    def __init__(self, app, host: str = "127.0.0.1"):
+        import socket
+
+        import uvicorn
+
+        with socket.socket() as probe:
+            probe.bind((host, 0))
+            self.port = probe.getsockname()[1]
+        self.base_url = f"http://{host}:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=self.port, log_level="warning",
+                                                    access_log=False, lifespan="off"))
+        self._thread = None
+
+    def __enter__(self) -> str:
+        import threading
+        import time
+
+        self._thread = threading.Thread(target=self.server.run, daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError(f"the test server did not start on port {self.port}")
+            time.sleep(0.02)
+        return self.base_url
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+
+class Annotator:
+    """A logged-in API user over any httpx-style client (FastAPI's TestClient or httpx.Client)."""
+
+    def __init__(self, client, username: str, password: str):
+        self.client, self.username = client, username
+        token = client.get("/api/login-token").json()["token"]
+        response = client.post("/api/login", json={"username": username, "password": password},
+                               headers={"X-CSRF-Token": token})
+        if response.status_code != 200:
+            raise RuntimeError(f"login of {username} failed: {response.status_code} {response.text}")
+        self.csrf = response.json()["csrf"]
+
+    def get(self, url: str, **kw):
+        return self.client.get(url, **kw)
+
+    def post(self, url: str, body: dict | None = None, **kw):
+        headers = {"X-CSRF-Token": self.csrf, **kw.pop("headers", {})}
+        return self.client.post(url, json={} if body is None else body, headers=headers, **kw)
+
+    def next(self, batch_id: int, count: int = 1) -> list[dict]:
+        response = self.post(f"/api/batches/{batch_id}/next", {"count": count})
+        assert response.status_code == 200, response.text
+        return response.json()["tasks"]
+
+    def label(self, assignment: int, label: int):
+        return self.post(f"/api/assignments/{assignment}/label", {"label": label})
+
