@@ -43,7 +43,9 @@ def resolve_folder(name_or_path: str | os.PathLike) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(repo_id=name, allow_patterns=[CONFIG_NAME, WEIGHTS_NAME, "tokenizer/*"]))
+        # + modalities.json and training.json, written beside a trained model (modality_spec.py, train.py)
+        patterns = [CONFIG_NAME, WEIGHTS_NAME, "tokenizer/*", "modalities.json", "training.json"]
+        return Path(snapshot_download(repo_id=name, allow_patterns=patterns))
     except Exception as e:  # noqa: BLE001 - hub errors differ by version; all mean "not available"
         raise ValueError(
             f"could not get {name!r} from the Hugging Face Hub ({type(e).__name__}: {e}); "
@@ -103,9 +105,12 @@ def _is_replaceable(folder: Path) -> bool:
     return True
 
 
-def save_pretrained(model: RFNet, folder: str | os.PathLike, processor=None) -> Path:
+def save_pretrained(
+    model: RFNet, folder: str | os.PathLike, processor=None, *, extra_files: dict[str, str] | None = None
+) -> Path:
     """Write ``model`` to ``folder``: config.json, model.safetensors and (caption on) tokenizer/.
 
+    ``extra_files`` (name -> text, e.g. modalities.json) are written into the same atomic save.
     ``processor`` gives the tokenizer to save; without it the config's tokenizer is rebuilt (tiny)
     or loaded from ``text_encoder.name_or_path``. An existing earlier save is replaced as a whole;
     a folder holding anything else is refused.
@@ -144,6 +149,8 @@ def save_pretrained(model: RFNet, folder: str | os.PathLike, processor=None) -> 
         save_file(_state_for_saving(model), str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         if config.modalities.caption:
             processor.save_pretrained(tmp)
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
         if folder.exists():
             os.rename(folder, old)
         try:
