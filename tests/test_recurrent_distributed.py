@@ -34,9 +34,10 @@ def test_two_process_run_equals_one_process_run(tiny_checkpoint, product_files, 
                          capture_output=True, text=True, env=env)
     assert one.returncode == 0, one.stderr[-3000:]
     two = subprocess.run(
-        [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+        # accelerate's --cpu runs several processes only through MPI; torchrun's launcher does it with gloo
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
          "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "reliable_ad.cli.main", "run", *products,
-         "--out", str(tmp_path / "two"), *ARGS],
+         "--out", str(tmp_path / "two"), *ARGS, "--device", "cpu"],
         capture_output=True, text=True, env=env)
     assert two.returncode == 0, two.stderr[-3000:]
     assert not list((tmp_path / "two").glob("manifest.rank*.jsonl"))  # shards merged
@@ -44,6 +45,7 @@ def test_two_process_run_equals_one_process_run(tiny_checkpoint, product_files, 
     counts = Counter((r["product_hash"], r["attempt"]) for r in recs)
     assert counts and max(counts.values()) == 1  # no attempt made twice
     assert len({r["product_hash"] for r in recs}) == 5
+    assert {r["process"] for r in recs} == {0, 1}  # both processes really worked
     s1 = json.loads((tmp_path / "one" / "summary.json").read_text())
     s2 = json.loads((tmp_path / "two" / "summary.json").read_text())
     assert _strip(s1) == _strip(s2)

@@ -131,6 +131,7 @@ class _Worker:
         self.cfg, self.generator, self.judge = cfg, generator, judge
         self.out_dir, self.manifest, self.rfnet_name = out_dir, manifest, rfnet_name
         self.size = generator.size
+        self.rank = 0
         self._prepared: dict[tuple[str, float], object] = {}
         self._pending: dict[tuple[str, int], dict] = {}
         self.model_info = {k: v for k, v in generator.info.items() if k != "native_size"}
@@ -184,7 +185,7 @@ class _Worker:
             "variation": attempt.variation, "size": self.size, "model": self.model_info, "sampling": self.sampling,
             "nsfw": result.nsfw, "seconds": round(result.seconds, 4),
             "inspect_seconds": round(getattr(result, "inspect_seconds", 0.0), 4),
-            "rfnet": self.rfnet_name, "verdict": _verdict_dict(verdict), "accepted": accepted,
+            "rfnet": self.rfnet_name, "verdict": _verdict_dict(verdict), "accepted": accepted, "process": self.rank,
             "ai_label": AI_LABEL, "error": None, "reliable_ad_version": __version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
         }
@@ -200,11 +201,14 @@ def _verdict_dict(v) -> dict:
     return {"label": v.label, "label_index": int(v.label_index), "probs": dict(v.probs), "p_available": float(v.p_available)}
 
 
-def _distributed():
+def _distributed(device: str):
+    import torch
+
     try:
         from accelerate import PartialState
 
-        return PartialState()
+        # on CPU-only machines (or --device cpu) processes talk over gloo
+        return PartialState(cpu=device == "cpu" or not torch.cuda.is_available())
     except Exception:  # noqa: BLE001 - accelerate missing or no distributed env: one process
         return None
 
@@ -221,7 +225,7 @@ def run_recurrent_job(
     """Run (or resume) the main job; returns the summary (the merged one on the main process)."""
     out_dir = Path(out_dir)
     rfnet_name = resolve_rfnet(cfg)  # before any generation: a missing reviewer is an error now
-    state = _distributed()
+    state = _distributed(cfg.generation.model.device)
     rank, world = (state.process_index, state.num_processes) if state else (0, 1)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -249,6 +253,7 @@ def run_recurrent_job(
                                                   device=str(generator.device), batch_size=cfg.inspect_batch_size)
             judge = inspector.inspect
         worker = _Worker(cfg, generator, judge, out_dir, manifest, rfnet_name)
+        worker.rank = rank
         done = len(tasks) - len(todo)
         n_ok = sum(any(o.accepted for o in history.get(t.key, [])) for t in tasks)
         bar = tqdm(total=len(tasks), initial=done, desc=f"products{'' if world == 1 else f' [rank {rank}]'}",
