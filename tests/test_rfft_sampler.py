@@ -90,11 +90,12 @@ def test_extra_embeds_and_teacher_controlnet(generator):
         graded = sampler.rollout(state, 1, extra_embeds=[state.negative_prompt_embeds])
         assert torch.allclose(graded.eps_extra[0], graded.eps_uncond, atol=1e-5)
         teacher = copy.deepcopy(sampler.controlnet)
-        same = sampler.predict_noise(state, 1, graded.latents, [state.prompt_embeds], controlnet=teacher)[0]
+        t, text = state.timesteps[1], [state.prompt_embeds]
+        same = sampler.predict_noise(state, t, graded.latents, text, controlnet=teacher)[0]
         assert torch.allclose(same, graded.eps_text, atol=1e-5)
         for p in teacher.parameters():
             p.add_(0.05)
-        other = sampler.predict_noise(state, 1, graded.latents, [state.prompt_embeds], controlnet=teacher)[0]
+        other = sampler.predict_noise(state, t, graded.latents, text, controlnet=teacher)[0]
         assert not torch.allclose(other, graded.eps_text, atol=1e-3)
 
 

@@ -12,9 +12,9 @@ from reliable_ad import __version__
 
 def _subcommands():
     # each module exposes add_parser(subparsers) and sets `func` on its parser
-    from reliable_ad.cli import generate, info, run
+    from reliable_ad.cli import annotate, generate, info, inspect, modalities, rfft, rfnet, run
 
-    return [generate, run, info]
+    return [generate, run, rfft, info, inspect, modalities, rfnet, annotate]
 
 
 def build_parser() -> argparse.ArgumentParser:

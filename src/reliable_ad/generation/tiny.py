@@ -137,6 +137,10 @@ def default_cache_dir() -> Path:
     return Path(root) / "models"
 
 
+def _complete(target: Path) -> bool:
+    return (target / "base" / "model_index.json").exists() and (target / "controlnet" / "config.json").exists()
+
+
 def ensure_tiny_checkpoint(root: str | os.PathLike | None = None, *, inpaint_unet: bool = False) -> tuple[Path, Path]:
     """Write the tiny checkpoint once (atomically) and return (base folder, controlnet folder)."""
     from diffusers import StableDiffusionPipeline
@@ -144,7 +148,7 @@ def ensure_tiny_checkpoint(root: str | os.PathLike | None = None, *, inpaint_une
     root = Path(root) if root else default_cache_dir()
     name = f"tiny{'-inpaint' if inpaint_unet else ''}-v{TINY_VERSION}"
     target = root / name
-    if not (target / "base" / "model_index.json").exists() or not (target / "controlnet" / "config.json").exists():
+    if not _complete(target):
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=root))
         try:
@@ -153,13 +157,16 @@ def ensure_tiny_checkpoint(root: str | os.PathLike | None = None, *, inpaint_une
             base = StableDiffusionPipeline(**parts, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
             base.save_pretrained(tmp / "base")
             controlnet.save_pretrained(tmp / "controlnet")
-            if target.exists():  # a half-built folder from an old crash
-                shutil.rmtree(target)
+            if _complete(target):  # another process finished first: keep its folder
+                shutil.rmtree(tmp, ignore_errors=True)
+                return target / "base", target / "controlnet"
+            if target.exists():  # a half-built folder from an old crash (os.replace never leaves one)
+                shutil.rmtree(target, ignore_errors=True)
             os.replace(tmp, target)
         except FileExistsError:
             shutil.rmtree(tmp, ignore_errors=True)  # another process won the race
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            if not (target / "base" / "model_index.json").exists():
+            if not _complete(target):
                 raise RuntimeError(f"could not write the tiny checkpoint to {target}: {e}") from e
     return target / "base", target / "controlnet"

@@ -92,7 +92,8 @@ class ControlNetInpaintSampler:
     Shares `pipe`'s components (no copies): `unet`, `vae`, `controlnet` (the default ControlNet; any
     other one, e.g. a frozen teacher, can be passed per call) and the pipeline's preparation helpers.
     Each prepared batch gets its own scheduler of the pipe's class and config, so sampling never
-    disturbs the pipe's scheduler and batches with different step counts can interleave. Guess mode, IP-Adapters, strength < 1 and multi-ControlNets are not supported.
+    disturbs the pipe's scheduler and batches with different step counts can interleave. Guess mode,
+    IP-Adapters, strength < 1 and multi-ControlNets are not supported.
     """
 
     def __init__(self, pipe, *, controlnet=None):
@@ -155,7 +156,8 @@ class ControlNetInpaintSampler:
         if not (len(images) == len(masks) == len(controls) == batch == negative_prompt_embeds.shape[0]):
             raise ValueError(
                 f"batch sizes differ: {len(images)} images, {len(masks)} masks, {len(controls)} control images, "
-                f"{batch} prompt_embeds, {negative_prompt_embeds.shape[0]} negative_prompt_embeds; give one of each per image"
+                f"{batch} prompt_embeds, {negative_prompt_embeds.shape[0]} negative_prompt_embeds; "
+                "give one of each per image"
             )
         if prompt_embeds.shape != negative_prompt_embeds.shape:
             raise ValueError(
@@ -213,19 +215,20 @@ class ControlNetInpaintSampler:
     def predict_noise(
         self,
         state: SamplingState,
-        index: int,
+        timestep: torch.Tensor | int,
         latents: torch.Tensor,
         embeds: Sequence[torch.Tensor],
         *,
         controlnet=None,
     ) -> list[torch.Tensor]:
-        """eps(x_t, c, control) for each prompt-embedding set c in `embeds`, in one batched call.
+        """eps(x_t, c, control) at `timestep` (e.g. `state.timesteps[i]`) for each prompt-embedding set c
+        in `embeds` (each (B, L, D)), in one batched call.
 
         The ControlNet runs on every set (the pipeline's "ControlNet on both halves"); `controlnet`
         overrides the sampler's (e.g. a frozen teacher). Gradients follow the ambient mode.
         """
         controlnet = controlnet if controlnet is not None else self.controlnet
-        t = state.timesteps[index]
+        t = timestep
         k = len(embeds)
         model_input = torch.cat([latents] * k) if k > 1 else latents
         model_input = state.scheduler.scale_model_input(model_input, t)
@@ -252,10 +255,11 @@ class ControlNetInpaintSampler:
         self, state: SamplingState, index: int, latents: torch.Tensor, *, controlnet=None
     ) -> torch.Tensor:
         """The pipeline's noise prediction: CFG over (negative, prompt) where guidance_scale > 1."""
+        t = state.timesteps[index]
         if not state.do_classifier_free_guidance:
-            return self.predict_noise(state, index, latents, [state.prompt_embeds], controlnet=controlnet)[0]
+            return self.predict_noise(state, t, latents, [state.prompt_embeds], controlnet=controlnet)[0]
         uncond, text = self.predict_noise(
-            state, index, latents, [state.negative_prompt_embeds, state.prompt_embeds], controlnet=controlnet
+            state, t, latents, [state.negative_prompt_embeds, state.prompt_embeds], controlnet=controlnet
         )
         return uncond + state.guidance_scale * (text - uncond)
 
@@ -283,7 +287,9 @@ class ControlNetInpaintSampler:
             x0 = (1 - state.mask) * state.image_latents + state.mask * x0
         return prev, x0
 
-    def predict_x0(self, state: SamplingState, index: int, latents: torch.Tensor, noise_pred: torch.Tensor) -> torch.Tensor:
+    def predict_x0(
+        self, state: SamplingState, index: int, latents: torch.Tensor, noise_pred: torch.Tensor
+    ) -> torch.Tensor:
         """x0 from x_t and the model output under the scheduler's training schedule (DDPM-family)."""
         t = int(state.timesteps[index])
         alpha_bar = state.scheduler.alphas_cumprod.to(latents.device, torch.float32)[t].to(latents.dtype)
@@ -328,7 +334,7 @@ class ControlNetInpaintSampler:
         latents = latents.detach()
         cfg = state.do_classifier_free_guidance
         sets = ([state.negative_prompt_embeds] if cfg else []) + [state.prompt_embeds] + list(extra_embeds)
-        eps = self.predict_noise(state, index, latents, sets, controlnet=controlnet)
+        eps = self.predict_noise(state, state.timesteps[index], latents, sets, controlnet=controlnet)
         uncond, text = (eps[0], eps[1]) if cfg else (None, eps[0])
         extra = eps[2:] if cfg else eps[1:]
         noise_pred = uncond + state.guidance_scale * (text - uncond) if cfg else text

@@ -1,0 +1,110 @@
+"""RFFT runs: exact resume, and the collapse monitor's metrics and roll-back."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from conftest import make_product_rgba
+from reliable_ad.generation.config import ModelConfig, SamplingConfig
+from reliable_ad.rfft.checkpoint import list_checkpoints
+from reliable_ad.rfft.config import (
+    CollapseConfig,
+    DataConfig,
+    OptimConfig,
+    RFFTConfig,
+    RuntimeConfig,
+    ValidationConfig,
+)
+from reliable_ad.rfft.trainer import STOPPED, RFFTTrainer
+from reliable_ad.rfft.validation import CollapseMonitor, background_distance, background_diversity
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def products(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("rfft-run-products")
+    for i, color in enumerate([(200, 40, 40), (40, 90, 200), (30, 160, 60), (150, 120, 20)]):
+        Image.fromarray(make_product_rgba(96, color, seed=i), "RGBA").save(folder / f"p{i}.png")
+    return folder
+
+
+def judge(ads01, product01, captions):
+    """Analytic: "available" = a bright image."""
+    return F.logsigmoid(20 * (ads01.mean(dim=(1, 2, 3)) - 0.46))
+
+
+def config(products, *, max_steps=4, **sections) -> RFFTConfig:
+    base = dict(
+        model=ModelConfig(model="tiny", safety_checker=False),
+        sampling=SamplingConfig(size=SIZE, num_inference_steps=4, batch_size=4),
+        rf_interval=(2, 4),
+        data=DataConfig(products=[str(products)], validation_fraction=0.5),
+        optim=OptimConfig(learning_rate=1e-2, batch_size=2, gradient_accumulation_steps=2, max_steps=max_steps),
+        validation=ValidationConfig(every=0, num_products=2, images_per_product=2),
+        runtime=RuntimeConfig(device="cpu", checkpoint_every=1, keep_checkpoints=2, tensorboard=False),
+    )
+    base.update(sections)
+    return RFFTConfig(**base)
+
+
+def test_resume_reproduces_an_uninterrupted_run(products, model_home, tmp_path):
+    full = RFFTTrainer.from_config(config(products), tmp_path / "full", judge=judge)
+    full.train()
+    half = RFFTTrainer.from_config(config(products, max_steps=2), tmp_path / "resumed", judge=judge)
+    assert half.train().step == 2
+    assert [s for s, _ in list_checkpoints(tmp_path / "resumed")] == [1, 2]
+    resumed = RFFTTrainer.from_config(config(products), tmp_path / "resumed", judge=judge)
+    summary = resumed.train()
+    assert summary.step == 4 and resumed.micro_step == full.micro_step == 8
+    a, b = full.trainable.state_dict(), resumed.trainable.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the optimizer's moments too, so training would go on identically
+    sa, sb = full.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
+    assert [s for s, _ in list_checkpoints(tmp_path / "resumed")] == [3, 4]  # keep_checkpoints=2
+    # a resume with another config is refused, naming what differs
+    with pytest.raises(ValueError, match="different config \\(loss differ\\)"):
+        other = config(products)
+        other.loss.beta = 5.0
+        RFFTTrainer.from_config(other, tmp_path / "resumed", judge=judge).train()
+
+
+def test_collapse_monitor_rolls_back_and_a_rerun_only_reexports(products, model_home, tmp_path):
+    # any move away from the original counts as collapse: the first validation after training triggers it
+    collapse = CollapseConfig(max_distance=1e-6, patience=1, action="rollback")
+    cfg = config(products, validation=ValidationConfig(every=2, num_products=2, images_per_product=2,
+                                                       collapse=collapse))
+    trainer = RFFTTrainer.from_config(cfg, tmp_path / "run", judge=judge)
+    initial = trainer.trainable.state_dict()
+    summary = trainer.train()
+    assert summary.stopped == "collapse: rolled back to step 0" and summary.step == 2
+    assert [v["collapsed"] for v in summary.validations] == [False, True]
+    assert all(torch.equal(initial[k], v) for k, v in trainer.trainable.state_dict().items())
+    assert (tmp_path / "run" / "validation" / "step_0000002.png").is_file()
+    assert json.loads((tmp_path / "run" / STOPPED).read_text())["weights_step"] == 0
+    again = RFFTTrainer.from_config(cfg, tmp_path / "run", judge=judge).train()
+    assert again.stopped == summary.stopped and again.step == 2
+
+
+def test_collapse_metrics_and_monitor_rule():
+    alphas = torch.zeros(3, 1, 8, 8)
+    same = torch.full((3, 3, 8, 8), 0.5)
+    varied = same.clone()
+    varied[1], varied[2] = 0.2, 0.9
+    assert background_diversity(same, alphas) == 0.0
+    assert background_diversity(varied, alphas) == pytest.approx((0.3 + 0.4 + 0.7) / 3)
+    assert background_distance(varied, same, alphas) == pytest.approx((0 + 0.3 + 0.4) / 3)
+    alphas[:, :, :, :4] = 1.0  # the product covers the left half: only the right half counts
+    varied[:, :, :, :4] = 0.0
+    assert background_distance(varied, same, alphas) == pytest.approx((0 + 0.3 + 0.4) / 3)
+    monitor = CollapseMonitor(CollapseConfig(min_diversity_ratio=0.5, max_distance=0.3, patience=2, action="stop"))
+    assert monitor.update(0, 1.0, 0.0) == (False, None) and monitor.last_healthy_step == 0
+    assert monitor.update(5, 0.4, 0.0) == (True, None)
+    assert monitor.update(10, 1.0, 0.5) == (True, "stop")
+    assert monitor.last_healthy_step == 0
