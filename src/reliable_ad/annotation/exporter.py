@@ -16,8 +16,7 @@ import json
 import logging
 import os
 import re
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from reliable_ad.annotation.agreement import json_safe, majority, mean_ranks, pa
 from reliable_ad.annotation.db import Database
 from reliable_ad.annotation.guidance import LABELS
 from reliable_ad.annotation.models import Assignment, Batch, Candidate, Task, User
-from reliable_ad.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from reliable_ad.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_lines, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -41,22 +40,6 @@ class ExportSummary:
     records: int = 0  # images (or sets) written
     votes: int = 0  # labels (or rankings) in them
     below_min_votes: int = 0  # images left out for having fewer votes than asked
-
-
-def _atomic_lines(path: Path, lines: Iterable[str]) -> None:
-    """Stream lines to a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for line in lines:
-                f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _batches(s, kind: str, names: list[str] | None) -> list[Batch]:
@@ -156,7 +139,7 @@ def export_jsonl(db: Database, out: str | os.PathLike, *, batches: list[str] | N
             summary.votes += len(votes)
             yield json.dumps(record, ensure_ascii=False) + "\n"
 
-    _atomic_lines(out, lines())
+    atomic_write_lines(out, lines())
     logger.info("wrote %d images with %d votes to %s", summary.records, summary.votes, out)
     return summary
 
@@ -242,7 +225,7 @@ def export_preference(db: Database, out: str | os.PathLike, *, batches: list[str
     """Rankings as JSON Lines at ``out`` and their aggregate at ``out`` with ``.summary.json``."""
     out = Path(out).absolute()
     records = preference_rankings(db, batches)
-    _atomic_lines(out, (json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    atomic_write_lines(out, (json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     summary = preference_summary(records)
     atomic_write_json(out.with_name(out.stem + ".summary.json"), json_safe(summary))
     return ExportSummary(out, records=len(records), votes=summary["rankings"])
