@@ -26,11 +26,10 @@ from reliable_ad import __version__
 from reliable_ad.config import to_dict
 from reliable_ad.generation.generator import AdGenerator, GenerationJob
 from reliable_ad.generation.inputs import ProductInput
-from reliable_ad.generation.models import MODEL_PRESETS
 from reliable_ad.generation.product import Product, ProductError, load_product, prepare_product
 from reliable_ad.generation.prompts import PromptPreset, get_preset
 from reliable_ad.generation.provenance import AI_LABEL, save_labelled_png
-from reliable_ad.generation.run import image_name, output_size
+from reliable_ad.generation.run import image_name
 from reliable_ad.recurrent.config import RunConfig
 from reliable_ad.recurrent.loop import Attempt, Outcome, make_acceptor, recurrent_generation
 from reliable_ad.recurrent.policies import plan_attempt
