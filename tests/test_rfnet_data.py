@@ -180,14 +180,16 @@ def test_read_manifest(tmp_path: Path) -> None:
         {"image": "out/e_0.png", **common, "label": "purple"},
         {"image": "out/e_0.png", "product": "products/gone.png", "label": 1},
     ])
-    samples, problems = read_manifest(manifest)
+    human_only, _ = read_manifest(manifest)
+    assert [(Path(s.image).name, s.label) for s in human_only] == [("a_0.png", 2)]  # a verdict is no label
+    samples, problems = read_manifest(manifest, use_verdicts=True)
     assert [(Path(s.image).name, s.label) for s in samples] == [("a_0.png", 2), ("a_1.png", 0)]
     assert samples[0].product_id == "h-a" and samples[0].caption == "cup"
     assert samples[0].depth == str(tmp_path / "out" / "a_0_depth.npy") and samples[1].depth is None
     assert samples[1].source == "manifest.jsonl:2"
     assert [p.line for p in problems] == [5, 6, 7, 8]
     assert "JSON" in problems[0].message and "gone.png" in problems[1].message and "purple" in problems[2].message
-    unlabelled, _ = read_manifest(manifest, require_label=False)
+    unlabelled, _ = read_manifest(manifest, require_label=False, use_verdicts=True)
     assert [s.label for s in unlabelled] == [2, 0, -1]
 
 

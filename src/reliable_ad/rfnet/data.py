@@ -408,12 +408,16 @@ def _record_sample(record: dict, folder: str, label: int, source: str, files: _F
 
 
 def read_manifest(
-    path: str | os.PathLike, *, require_label: bool = True, unsuitable: str = "drop", check_files: bool = True
+    path: str | os.PathLike, *, require_label: bool = True, unsuitable: str = "drop", check_files: bool = True,
+    use_verdicts: bool = False,
 ) -> ReadResult:
     """Read our generation manifest (JSON Lines, one record per generated image).
 
     Keys: ``image`` (relative to the manifest's folder), ``product``, ``product_hash``, ``caption``,
-    optional ``depth``/``salience``, and ``label`` (int or class name) or ``verdict: {"label": ...}``.
+    optional ``depth``/``salience``, and ``label`` (int or class name: a human label). RFNet's own
+    ``verdict`` is a prediction, not ground truth: it is used as the label only with
+    ``use_verdicts=True`` (e.g. to distil one reviewer into another), so that training on an inspected
+    run never silently learns from the model's own guesses.
     Records with ``error`` set are generation failures and are skipped; records without a label are
     skipped unless ``require_label=False``, which gives them label -1. The product id is
     ``product_id``, else ``product_hash``, else the product file's stem.
@@ -432,7 +436,7 @@ def read_manifest(
             n_failed += 1
             continue
         value = record.get("label")
-        if value is None and isinstance(record.get("verdict"), dict):
+        if value is None and use_verdicts and isinstance(record.get("verdict"), dict):
             value = record["verdict"].get("label")
         if value is None:
             if require_label:
