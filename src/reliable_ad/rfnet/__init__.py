@@ -33,6 +33,8 @@ _EXPORTS = {
     "load_rfnet": "presets",
     "rfnet_config": "presets",
     "save_pretrained": "io",
+    "Inspector": "inspector",
+    "Verdict": "inspector",
 }
 
 __all__ = sorted(_EXPORTS)
