@@ -233,9 +233,10 @@ def run_recurrent_job(
         state.wait_for_everyone()
     mine = [item for i, item in enumerate(inputs) if i % world == rank]
     manifest = out_dir / ("manifest.jsonl" if world == 1 else f"manifest.rank{rank}.jsonl")
-    history = _history(_read_all(out_dir))
+    records = _read_all(out_dir)
+    history = _history(records)
     tasks, failed = _load_tasks(mine, cfg)
-    known_errors = {(r.get("product"), r["error"]) for r in _read_all(out_dir) if r.get("error")}
+    known_errors = {(r.get("product"), r["error"]) for r in records if r.get("error")}
     for path, err in failed.items():
         if (path, err) not in known_errors:
             append_jsonl(manifest, {"product": path, "error": err, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
