@@ -9,8 +9,7 @@ Names are imported lazily, so `reliable_ad.rfnet.labels` and `.config` load with
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from reliable_ad.utils.lazy import lazy_exports
 
 _EXPORTS = {
     "AVAILABLE_INDEX": "labels",
@@ -40,13 +39,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
