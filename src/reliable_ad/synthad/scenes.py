@@ -79,7 +79,7 @@ def scene_prompt(product: SynthProduct | str, attrs: SceneAttributes) -> str:
     return f"a {what} on a {attrs.surface} {support}, {attrs.wall} wall, {clutter}"
 
 
-_PROMPT = re.compile(r"on an? (?P<surface>[a-z]+) (?:table|floor), (?P<wall>[a-z ]+?) wall, "
+_PROMPT = re.compile(r"on an? (?P<surface>[a-z]+) (?:table|floor|surface), (?P<wall>[a-z ]+?) wall, "
                      r"(?P<clutter>no|low|medium) clutter")
 
 
