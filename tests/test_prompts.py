@@ -19,7 +19,8 @@ from reliable_ad.generation.prompts import (
 )
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "data" / "reference_prompts.json"
-BUILTIN_NAMES = ["soft-outdoor", "bright-indoor-beige", "minimal-wall-color", "tablecloth-flowers", "bright-indoor"]
+AUTHORS_NAMES = ["soft-outdoor", "bright-indoor-beige", "minimal-wall-color", "tablecloth-flowers", "bright-indoor"]
+BUILTIN_NAMES = [*AUTHORS_NAMES, "synthad"]
 
 
 @pytest.fixture
@@ -48,12 +49,19 @@ def preset(**overrides):
 def test_builtin_presets_load_and_validate():
     presets = builtin_presets()
     assert list(presets) == BUILTIN_NAMES
-    for name, p in presets.items():
+    for name in AUTHORS_NAMES:
+        p = presets[name]
         assert isinstance(p, PromptPreset) and p.name == name
         assert 0.7 <= p.image_scale <= 0.78 and p.prompt and p.negative_prompt
         assert isinstance(p.render(0), RenderedPrompt)
     assert presets["minimal-wall-color"].slots == {"wall_color": AUTHORS_WALL_COLORS}
-    assert all(not p.slots for n, p in presets.items() if n != "minimal-wall-color")
+    assert all(not presets[n].slots for n in AUTHORS_NAMES if n != "minimal-wall-color")
+    # the SynthAd generator's training format: its prompts parse back into scene attributes
+    from reliable_ad.synthad import attributes_from_prompt
+
+    rendered = presets["synthad"].render(0)
+    attrs = attributes_from_prompt(rendered.prompt)
+    assert attrs.wall == rendered.slot_values["wall_color"] and attrs.surface == rendered.slot_values["surface"]
     builtin_presets().clear()  # a copy: callers cannot break the registry
     assert list(builtin_presets()) == BUILTIN_NAMES
 
