@@ -76,8 +76,9 @@ def test_builtin_presets_match_the_authors_file(reference):
     raw = json.loads(reference.read_text(encoding="utf-8"))
     authors = load_presets(reference)
     assert list(authors) == [f"preset_{i}" for i in range(5)]
-    assert len(raw) == len(builtin_presets())
-    for item, ours, theirs in zip(raw, builtin_presets().values(), authors.values()):
+    assert len(raw) == len(AUTHORS_NAMES)
+    for item, name, theirs in zip(raw, AUTHORS_NAMES, authors.values(), strict=True):
+        ours = builtin_presets()[name]
         assert ours.image_scale == theirs.image_scale == item["image_scale"]
         assert ours.slots == theirs.slots
         for colour in AUTHORS_WALL_COLORS:
