@@ -12,9 +12,9 @@ from reliable_ad import __version__
 
 def _subcommands():
     # each module exposes add_parser(subparsers) and sets `func` on its parser
-    from reliable_ad.cli import annotate, generate, info, inspect, modalities, rfft, rfnet, run
+    from reliable_ad.cli import annotate, generate, info, inspect, modalities, rfft, rfnet, run, synthad
 
-    return [generate, run, rfft, info, inspect, modalities, rfnet, annotate]
+    return [generate, run, rfft, info, inspect, modalities, rfnet, annotate, synthad]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -70,15 +70,29 @@ class ProductConfig:
             _check(0 < self.image_scale <= 1, f"product.image_scale={self.image_scale} must be in (0, 1]")
 
 
+DEFAULT_PROMPT_PRESET = "bright-indoor-beige"
+
+
 @dataclass
 class GenerateConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     product: ProductConfig = field(default_factory=ProductConfig)
-    preset: str = "bright-indoor-beige"  # a built-in prompt preset name or a presets file entry
+    preset: str | None = None  # a built-in prompt preset name or a presets file entry; None = the model's
+    # own (`synthad` for --model synthad), else "bright-indoor-beige"
     presets_file: str | None = None  # YAML/JSON of presets (ours or the authors' format)
     num_per_product: int = 1  # images per product
     seed: int = 0  # run seed; each image's seed derives from (seed, product, attempt)
+
+    @property
+    def prompt_preset(self) -> str:
+        """The prompt preset used where a product names none: `preset`, else the model preset's own."""
+        if self.preset:
+            return self.preset
+        from reliable_ad.generation.models import MODEL_PRESETS
+
+        model = MODEL_PRESETS.get(self.model.model)
+        return (model.prompt_preset if model else None) or DEFAULT_PROMPT_PRESET
 
     def __post_init__(self) -> None:
         _check(self.num_per_product >= 1, f"num_per_product={self.num_per_product} must be >= 1")

@@ -33,13 +33,32 @@ class ModelPreset:
     native_size: int
     description: str
     inpaint_unet: bool = False
+    prompt_preset: str | None = None  # the prompt preset the model was made for (None: any)
+    rfnet: str | None = None  # the RFNet that judges this model's images by default (None: must be given)
+    packaged: bool = False  # base/controlnet are folders shipped inside the package
+
+
+SYNTHAD_WEIGHTS = Path(__file__).resolve().parent.parent / "synthad" / "weights" / "generator"
 
 
 MODEL_PRESETS: dict[str, ModelPreset] = {
     p.name: p
     for p in [
-        ModelPreset("tiny", None, None, 128, "random-weight SD-shaped toy (offline; for tests and a first run)"),
-        ModelPreset("tiny-inpaint", None, None, 128, "tiny with a 9-channel inpainting UNet", inpaint_unet=True),
+        ModelPreset("tiny", None, None, 128, "random-weight SD-shaped toy (offline; for tests and a first run)",
+                    rfnet="tiny"),
+        ModelPreset("tiny-inpaint", None, None, 128, "tiny with a 9-channel inpainting UNet", inpaint_unet=True,
+                    rfnet="tiny"),
+        ModelPreset(
+            "synthad",
+            str(SYNTHAD_WEIGHTS / "base"),
+            str(SYNTHAD_WEIGHTS / "controlnet"),
+            64,
+            "SD-shaped toy trained on SynthAd scenes, shipped in the package (offline; makes SynthAd ads; "
+            "judge them with --rfnet synthad)",
+            prompt_preset="synthad",
+            rfnet="synthad",
+            packaged=True,
+        ),
         ModelPreset(
             "sd15",
             "stable-diffusion-v1-5/stable-diffusion-v1-5",
@@ -83,6 +102,13 @@ def resolve_model(cfg: ModelConfig, *, cache_dir: str | os.PathLike | None = Non
 
         base, controlnet = ensure_tiny_checkpoint(cache_dir, inpaint_unet=preset.inpaint_unet)
         return ResolvedModel(preset.name, str(base), cfg.controlnet or str(controlnet), preset.native_size)
+    if preset is not None and preset.packaged:
+        for part in (preset.base, preset.controlnet):
+            if not Path(part).is_dir():
+                raise FileNotFoundError(
+                    f"model {preset.name!r}: its packaged weights {part} are missing; reinstall reliable-ad "
+                    "(pip install -e .) or retrain them: python -m reliable_ad.synthad.train_generator --out DIR --install"
+                )
     if preset is not None:
         return ResolvedModel(preset.name, preset.base, cfg.controlnet or preset.controlnet, preset.native_size)
     check_source(cfg.model, "model")

@@ -103,7 +103,7 @@ def run_generate(
             if product_hash and all((product_hash, k) in done for k in range(cfg.num_per_product)):
                 summary.skipped += cfg.num_per_product
                 continue
-            preset = get_preset(item.preset or cfg.preset, cfg.presets_file)
+            preset = get_preset(item.preset or cfg.prompt_preset, cfg.presets_file)
             product = load_product(item.path, white_threshold=cfg.product.white_threshold)
             prepared = prepare_product(
                 product,

@@ -45,19 +45,29 @@ def build_tiny_tokenizer():
     return CLIPTokenizer(vocab=_byte_vocab(), merges=[], model_max_length=77)
 
 
-def build_tiny_components(*, inpaint_unet: bool = False, seed: int = 0) -> dict:
-    """Random-weight components with SD1.5's structure (VAE factor 8, CLIP text encoder, 4/9-ch UNet)."""
+def build_tiny_components(*, inpaint_unet: bool = False, seed: int = 0, image_size: int = 128,
+                          vae_scale_factor: int = 8, unet_channels: tuple[int, ...] = (32, 64)) -> dict:
+    """Random-weight components with SD1.5's structure (CLIP text encoder, 4/9-channel UNet, VAE with
+    `vae_scale_factor` 8 as SD1.5's by default; 4 keeps 16x16 latents at 64 px, as SynthAd's generator).
+
+    `unet_channels`: the UNet's and ControlNet's block widths; the first block has no attention, the
+    others cross-attend to the prompt, as SD1.5's lower-resolution blocks do.
+    """
+    if vae_scale_factor not in (2, 4, 8, 16) or image_size % vae_scale_factor:
+        raise ValueError(f"vae_scale_factor={vae_scale_factor} must be 2, 4, 8 or 16 and divide image_size={image_size}")
+    levels = vae_scale_factor.bit_length()  # VAE blocks: log2(factor) + 1
     from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     tokenizer = build_tiny_tokenizer()
     torch.manual_seed(seed)
+    n = len(unet_channels)
     unet_kwargs = dict(
-        block_out_channels=(32, 64),
+        block_out_channels=tuple(unet_channels),
         layers_per_block=1,
-        sample_size=64,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        sample_size=image_size // vae_scale_factor,
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
         cross_attention_dim=TEXT_DIM,
         attention_head_dim=8,
         norm_num_groups=32,
@@ -73,7 +83,7 @@ def build_tiny_components(*, inpaint_unet: bool = False, seed: int = 0) -> dict:
         cross_attention_dim=TEXT_DIM,
         attention_head_dim=8,
         norm_num_groups=32,
-        conditioning_embedding_out_channels=(8, 16, 16, 16),  # log2(vae factor 8) + 1 entries
+        conditioning_embedding_out_channels=(8, 16, 16, 16, 16)[:levels],  # log2(vae factor) + 1 entries
     )
     # A fresh ControlNet's zero convolutions make the control image irrelevant; give them small
     # random values so the tiny model's output depends on the control image, as a trained one does.
@@ -84,14 +94,14 @@ def build_tiny_components(*, inpaint_unet: bool = False, seed: int = 0) -> dict:
             module.weight.copy_(torch.randn(module.weight.shape, generator=g) * 0.5)
     torch.manual_seed(seed + 3)
     vae = AutoencoderKL(
-        block_out_channels=(16, 16, 32, 32),
+        block_out_channels=(16, 16, 32, 32, 32)[:levels],
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
         latent_channels=4,
         norm_num_groups=8,
-        sample_size=64,
+        sample_size=image_size,
     )
     torch.manual_seed(seed + 4)
     text_encoder = CLIPTextModel(

@@ -70,8 +70,11 @@ def resolve_rfnet(cfg: RunConfig) -> str:
             if cfg.rfnet not in list_presets():
                 raise ValueError(f"--rfnet {cfg.rfnet!r} is neither an RFNet folder, a hub id, nor a preset ({sorted(list_presets())})")
         return cfg.rfnet
-    if cfg.generation.model.model.startswith("tiny"):
-        return "tiny"
+    from reliable_ad.generation.models import MODEL_PRESETS
+
+    model = MODEL_PRESETS.get(cfg.generation.model.model)
+    if model is not None and model.rfnet:
+        return model.rfnet
     raise ValueError(
         f"--model {cfg.generation.model.model!r} needs a trained RFNet to judge its images: pass --rfnet FOLDER|HUB_ID "
         "(train one with `reliable-ad rfnet train`); the random-weight `--rfnet tiny` only suits --model tiny"
@@ -114,7 +117,7 @@ def _load_tasks(inputs: list[ProductInput], cfg: RunConfig) -> tuple[list[Produc
     tasks, failed = [], {}
     for item in inputs:
         try:
-            preset = get_preset(item.preset or cfg.generation.preset, cfg.generation.presets_file)
+            preset = get_preset(item.preset or cfg.generation.prompt_preset, cfg.generation.presets_file)
             product = load_product(item.path, white_threshold=cfg.generation.product.white_threshold)
             tasks.append(ProductTask(item, product, sha256_file(item.path), preset))
         except (ProductError, ValueError, OSError) as e:

@@ -130,15 +130,26 @@ def render_item(product: SynthProduct, p: int, k: int, label: int, *, seed: int 
 
 
 def generate_scenes(n: int, *, seed: int = 0, size: int = 64, class_shares: Mapping[str, float] = BALANCED,
-                    scenes_per_product: int = 2, image_scale: float | None = None) -> Iterator[SceneItem]:
+                    scenes_per_product: int = 2, image_scale: float | None = None,
+                    skip_unfit: bool = False) -> Iterator[SceneItem]:
     """Yield `n` labelled scenes, deterministically from `seed`: products p000000, p000001, ...
     each in `scenes_per_product` scenes (as a generator's attempts are several images of one
-    product), the classes mixed as `class_shares` says (`class_schedule`)."""
+    product), the classes mixed as `class_shares` says (`class_schedule`).
+
+    A planned scene whose layout cannot fit (`LayoutError`, e.g. a defect that needs more room than
+    `image_scale` leaves) raises, or with `skip_unfit` is left out (fewer than `n` are yielded)."""
     _check_stream(n, seed, size, scenes_per_product)
     product = None
     for p, k, label in _plan(n, seed, class_shares, scenes_per_product):
         product = stream_product(seed, p) if k == 0 else product
-        yield render_item(product, p, k, label, seed=seed, size=size, image_scale=image_scale)
+        try:
+            item = render_item(product, p, k, label, seed=seed, size=size, image_scale=image_scale)
+        except LayoutError:
+            if not skip_unfit:
+                raise
+            logger.debug("scene %d of product %d (class %d) does not fit; skipped", k, p, label)
+            continue
+        yield item
 
 
 def _png(image: np.ndarray) -> bytes:

@@ -1,0 +1,116 @@
+"""The SynthAd generator (`--model synthad`): its training script, the packaged weights and the
+defaults that come with the preset (prompt preset, image scale, RFNet)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from reliable_ad.generation.config import GenerateConfig, ModelConfig, SamplingConfig
+from reliable_ad.generation.models import MODEL_PRESETS, SYNTHAD_WEIGHTS, load_pipeline, resolve_model
+from reliable_ad.synthad import train_generator as tg
+
+
+def test_preset_points_at_packaged_folders_and_brings_its_defaults():
+    preset = MODEL_PRESETS["synthad"]
+    assert preset.packaged and preset.native_size == tg.SIZE
+    resolved = resolve_model(ModelConfig(model="synthad"))
+    assert (SYNTHAD_WEIGHTS / "base" / "model_index.json").is_file()
+    assert (SYNTHAD_WEIGHTS / "controlnet" / "config.json").is_file()
+    assert resolved.base == str(SYNTHAD_WEIGHTS / "base")
+    cfg = GenerateConfig(model=ModelConfig(model="synthad"))
+    assert cfg.prompt_preset == "synthad"
+    assert GenerateConfig().prompt_preset == "bright-indoor-beige"  # other models keep the authors' default
+    assert GenerateConfig(model=ModelConfig(model="synthad"), preset="bright-indoor").prompt_preset == "bright-indoor"
+
+
+def test_packaged_weights_are_small_safetensors():
+    files = [p for p in SYNTHAD_WEIGHTS.rglob("*") if p.is_file()]
+    weights = [p for p in files if p.suffix == ".safetensors"]
+    assert len(weights) == 4  # vae, text encoder, unet, controlnet
+    assert not [p for p in files if p.suffix in (".bin", ".ckpt", ".pt")]
+    assert sum(p.stat().st_size for p in weights) < 12 * 2**20
+
+
+def test_missing_packaged_weights_name_the_fix(monkeypatch, tmp_path):
+    from dataclasses import replace
+
+    import reliable_ad.generation.models as models
+
+    broken = replace(MODEL_PRESETS["synthad"], base=str(tmp_path / "nope"))
+    monkeypatch.setitem(models.MODEL_PRESETS, "synthad", broken)
+    with pytest.raises(FileNotFoundError, match="train_generator"):
+        resolve_model(ModelConfig(model="synthad"))
+
+
+def test_packaged_generator_loads_through_the_pipeline_and_keeps_the_product():
+    from reliable_ad.generation.generator import AdGenerator, GenerationJob
+    from reliable_ad.generation.product import prepare_product
+    from reliable_ad.generation.prompts import get_preset
+    from reliable_ad.synthad.dataset import stream_product
+
+    pipe, info = load_pipeline(ModelConfig(model="synthad", safety_checker=False))
+    assert info["native_size"] == 64 and pipe.vae_scale_factor == tg.VAE_SCALE_FACTOR
+    assert pipe.unet.dtype == torch.float32  # fp16 files, cast on load
+    gen = AdGenerator(pipe, SamplingConfig(num_inference_steps=10), info)
+    preset = get_preset("synthad")
+    product = stream_product(123, 0)
+    prepared = prepare_product(product.to_product(), gen.size, preset.image_scale)
+    rendered = preset.render(5)
+    [out] = gen.generate([GenerationJob(prepared, rendered.prompt, rendered.negative_prompt, 5)])
+    assert out.image.shape == (64, 64, 3)
+    solid = prepared.alpha == 255
+    assert np.array_equal(out.image[solid], prepared.image[solid])  # the product, pixel for pixel
+    assert out.image[~(prepared.alpha > 0)].std() > 5  # a scene was painted around it, not a flat canvas
+
+
+def test_training_records_what_it_did(tmp_path):
+    """The script end to end on a few scenes and steps: folders a pipeline loads, and training.json."""
+    cfg = tg.GeneratorTrainConfig.quick()
+    report = tg.train_generator(tmp_path, cfg, progress=False)
+    saved = json.loads((tmp_path / "training.json").read_text())
+    assert saved["config"]["steps"] == cfg.steps and set(saved["seconds"]) >= {"scenes", "vae", "denoiser"}
+    assert sum(saved["scene_labels"].values()) > 0.9 * cfg.scenes
+    assert 0.0 <= report["oracle_evaluation"]["available_rate"] <= 1.0
+    assert (tmp_path / "samples.png").is_file()
+    pipe, _ = load_pipeline(ModelConfig(model=str(tmp_path / "base"), controlnet=str(tmp_path / "controlnet"),
+                                        safety_checker=False))
+    assert pipe.vae_scale_factor == tg.VAE_SCALE_FACTOR
+    # continuing from a saved generator keeps its VAE (no VAE steps) and trains the rest further
+    more = tg.GeneratorTrainConfig.quick()
+    more.init_from, more.vae_steps = str(tmp_path), 0
+    again = tg.train_generator(tmp_path / "more", more, progress=False)
+    assert again["vae"] == {"skipped": True}
+
+
+def test_training_prompts_are_the_synthad_preset_filled_with_the_scene():
+    from reliable_ad.synthad import SceneAttributes, attributes_from_prompt
+
+    attrs = SceneAttributes("light pink", "slate", "none")
+    text = tg.scene_prompt_text(attrs)
+    assert text == "a product on a slate surface, light pink wall, no clutter"
+    assert attributes_from_prompt(text) == attrs
+
+
+def test_cli_writes_products_that_run_reads(tmp_path):
+    from reliable_ad.cli.main import main
+    from reliable_ad.generation.inputs import read_product_inputs
+    from reliable_ad.generation.product import load_product
+
+    assert main(["synthad", "products", "-n", "3", "--seed", "7", "--out", str(tmp_path)]) == 0
+    items, problems = read_product_inputs([str(tmp_path / "products.csv")])
+    assert not problems and len(items) == 3
+    assert all(i.caption and i.caption.startswith("a ") for i in items)
+    assert load_product(items[0].path).alpha.max() == 255
+    assert main(["synthad", "products", "-n", "0", "--out", str(tmp_path / "none")]) == 2
+
+
+def test_cli_writes_a_labelled_dataset(tmp_path):
+    from reliable_ad.cli.main import main
+
+    assert main(["synthad", "dataset", "-n", "6", "--image-scale", "0.35", "--out", str(tmp_path)]) == 0
+    assert len((tmp_path / "labels.txt").read_text().splitlines()) == 6
+    assert (tmp_path / "modalities" / "meta.json").is_file()
