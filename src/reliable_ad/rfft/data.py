@@ -61,7 +61,7 @@ def load_items(inputs: list[ProductInput], cfg: DataConfig, size: int) -> tuple[
     for item in inputs:
         try:
             digest = sha256_file(item.path)
-            preset = get_preset(item.preset or cfg.prompt_preset, cfg.presets_file)
+            preset = get_preset(item.preset or cfg.preset, cfg.presets_file)
             product = load_product(item.path, white_threshold=cfg.product.white_threshold)
             prepared = prepare_product(
                 product, size=size, image_scale=cfg.product.image_scale or preset.image_scale,
