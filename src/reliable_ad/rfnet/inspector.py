@@ -122,7 +122,8 @@ class Inspector:
     @classmethod
     def from_pretrained(cls, name_or_path: str = "tiny", *, depth: str | None = None, salience: str | None = None,
                         device: str | None = None, batch_size: int = 16) -> Inspector:
-        """An Inspector for a preset ("tiny": random, offline), a config file, a saved folder or a hub id.
+        """An Inspector for a preset ("tiny": random, offline; "synthad": the packaged SynthAd model), a
+        config file, a saved folder or a hub id.
 
         The estimators are ``depth``/``salience`` when given, else the folder's modalities.json, else
         the defaults (tiny: "tiny" depth and "fine-grained" salience; others: "dpt-hybrid", "u2netp").

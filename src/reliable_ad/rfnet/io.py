@@ -31,7 +31,13 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def resolve_folder(name_or_path: str | os.PathLike) -> Path:
-    """A local folder as is; a hub id ("owner/name") through ``snapshot_download`` (obeys HF_HUB_OFFLINE)."""
+    """A packaged model's folder ("synthad", presets.PACKAGED; the name wins over a folder of that name,
+    as preset names do); a local folder as is; a hub id ("owner/name") through ``snapshot_download``
+    (obeys HF_HUB_OFFLINE)."""
+    from reliable_ad.rfnet.presets import PACKAGED, packaged_rfnet
+
+    if str(name_or_path) in PACKAGED:
+        return packaged_rfnet(str(name_or_path))
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path
@@ -39,7 +45,8 @@ def resolve_folder(name_or_path: str | os.PathLike) -> Path:
         raise ValueError(f"{str(path)!r} is a file; pass the folder that holds {CONFIG_NAME} and {WEIGHTS_NAME}")
     name = str(name_or_path)
     if not _HUB_ID.match(name):
-        raise ValueError(f"{name!r} is neither a folder nor a hub id ('owner/name'); pass a saved RFNet folder")
+        raise ValueError(f"{name!r} is neither a folder nor a hub id ('owner/name') nor a packaged model "
+                         f"{sorted(PACKAGED)}; pass a saved RFNet folder")
     from huggingface_hub import snapshot_download
 
     try:

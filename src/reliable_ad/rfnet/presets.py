@@ -3,6 +3,7 @@
 "rfnet-r50" is the paper's RFNet; "baseline-resnet50" and "baseline-vit" are the paper's
 generated-image-only baselines; "tiny" is random and small, for tests and first runs. Pretrained
 weights are fetched only when a model is built (``load_pretrained=True``), never when a config is.
+Trained models that ship inside the package ("synthad", see PACKAGED) load like a saved folder.
 """
 
 from __future__ import annotations
@@ -111,15 +112,35 @@ PRESETS: dict[str, tuple[str, Callable[[], RFNetConfig]]] = {
 }
 
 
+# Trained RFNets shipped inside the package, by name; each resolves to a saved RFNet folder (with
+# its modalities.json) wherever a folder is accepted: load_rfnet, build_rfnet, Inspector, --rfnet.
+PACKAGED: dict[str, str] = {
+    "synthad": "trained RFNet for SynthAd images (64 px) with the 'synthad' estimators; ships with the package",
+}
+
+
+def packaged_rfnet(name: str) -> Path:
+    """The folder of the packaged trained RFNet ``name``; FileNotFoundError when it is not installed."""
+    if name not in PACKAGED:
+        raise ValueError(f"unknown packaged RFNet {name!r}; choose one of {sorted(PACKAGED)}")
+    from reliable_ad.synthad.packaged import packaged_folder  # only when asked: it loads the SynthAd world
+
+    return packaged_folder("rfnet")
+
+
 def list_presets() -> dict[str, str]:
-    """Preset names and one-line descriptions."""
-    return {name: description for name, (description, _) in PRESETS.items()}
+    """Preset names (configs and packaged trained models) and one-line descriptions."""
+    return {**{name: description for name, (description, _) in PRESETS.items()}, **PACKAGED}
 
 
 def rfnet_config(name: str) -> RFNetConfig:
-    """The config of preset ``name`` (a fresh object each call)."""
+    """The config of preset ``name`` (a fresh object each call); a packaged model's saved config."""
+    if name in PACKAGED:
+        from reliable_ad.rfnet.io import read_config
+
+        return read_config(packaged_rfnet(name))
     if name not in PRESETS:
-        raise ValueError(f"unknown RFNet preset {name!r}; choose one of {sorted(PRESETS)}")
+        raise ValueError(f"unknown RFNet preset {name!r}; choose one of {sorted(list_presets())}")
     return PRESETS[name][1]()
 
 
@@ -142,12 +163,15 @@ def _build(config: RFNetConfig, load_pretrained: bool) -> RFNet:
 
 
 def _config_source(source: str | os.PathLike | RFNetConfig) -> RFNetConfig | None:
-    """The config ``source`` names (preset or config file), or None when it names a saved model."""
+    """The config ``source`` names (preset or config file), or None when it names a saved model
+    (a folder, a hub id or a packaged model)."""
     if isinstance(source, RFNetConfig):
         return source
     name = str(source)
     if name in PRESETS:
         return rfnet_config(name)
+    if name in PACKAGED:
+        return None
     path = Path(name).expanduser()
     if path.is_file() and path.suffix.lower() in (".json", ".yaml", ".yml"):
         return RFNetConfig.from_file(path)
@@ -155,7 +179,7 @@ def _config_source(source: str | os.PathLike | RFNetConfig) -> RFNetConfig | Non
 
 
 def build_rfnet(source: str | os.PathLike | RFNetConfig, *, load_pretrained: bool = True) -> RFNet:
-    """An RFNet from a preset name, an RFNetConfig, a config file, a saved folder or a hub id.
+    """An RFNet from a preset name, an RFNetConfig, a config file, a saved folder, a packaged model or a hub id.
 
     New models get their pretrained encoder weights from the config's hub ids / folders when
     ``load_pretrained`` (I/O); with ``load_pretrained=False`` every weight is random (seeded by

@@ -7,7 +7,9 @@ can be measured against a known truth without real generators or the RF1M data.
 - `oracle`: the rule-based inspector (a Recurrent Generation judge too).
 - `dataset`: labelled datasets in the RF1M layout, with the true maps in the modality cache.
 
-numpy and OpenCV only: nothing here needs torch.
+numpy and OpenCV only: nothing imported here needs torch. The trained "synthad" models that ship in
+`weights/` (depth and salience estimators, RFNet; `packaged`) are made by `train_rfnet` (torch),
+with `estimators` and `model_report`; import those modules directly.
 """
 
 from reliable_ad.synthad.dataset import (DatasetSummary, SceneItem, class_schedule, generate_scenes,
