@@ -1,0 +1,214 @@
+"""The SynthAd experiments driver (benchmarks/synthad_experiments.py) end to end in --quick mode, with
+the tiny generator and the tiny RFNet: it completes, writes a well-formed report and result JSON
+(numbers finite or undefined, rates and percentages in range), and a rerun reads the results back.
+The values themselves are not checked: the tiny models are random."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from reliable_ad.synthad.experiments import STUDIES
+from reliable_ad.synthad.experiments.common import (ExperimentContext, clean_number, make_products, table,
+                                                    wall_color_of_background)
+from reliable_ad.synthad.experiments.report import check_result, format_cell, markdown_table
+
+ROOT = Path(__file__).resolve().parents[1]
+RFNET_TABLES = ("RFNet vs generated-image-only (Available)", "Modality ablation", "Labelled data (oracle labels)")
+PERCENT_COLUMNS = ("P", "R", "F1", "AP", "paper P", "paper R", "paper F1", "paper AP", "paper AP")
+
+
+def load_driver():
+    spec = importlib.util.spec_from_file_location("synthad_experiments", ROOT / "benchmarks" / "synthad_experiments.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _keep_threads():
+    """The driver sets torch's thread count (--threads); the rest of the suite gets its own back."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory, model_home):
+    """The whole --quick run, once for the module."""
+    out = tmp_path_factory.mktemp("synthad") / "out"
+    driver = load_driver()
+    code = driver.main(["--quick", "--model", "tiny", "--rfnet", "tiny", "--out", str(out)])
+    return driver, out, code
+
+
+def _numbers(tab: dict):
+    for row in tab["rows"]:
+        for column, cell in zip(tab["columns"], row):
+            if isinstance(cell, (int, float)) and not isinstance(cell, bool):
+                yield column, cell
+
+
+def _is_rate(column: str) -> bool:
+    name = column.lower()
+    return any(word in name for word in ("rate", "within", "accuracy", "share")) and "%" not in name
+
+
+def test_quick_run_writes_a_well_formed_report(quick_run):
+    _, out, code = quick_run
+    assert code == 0
+    report = (out / "synthad.md").read_text(encoding="utf-8")
+    assert "--quick" in report and "CPU cores" in report and "total run time" in report
+    for name in STUDIES:
+        entry = json.loads((out / f"{name}.json").read_text(encoding="utf-8")) if (out / f"{name}.json").is_file() \
+            else None
+        assert f"## {name}" in report
+        if entry is None:  # a study module missing from this install is reported as such
+            assert "not available" in report.split(f"## {name}")[1]
+            continue
+        assert entry["status"] == "ok"
+        result = entry["result"]
+        assert check_result(result) == []
+        assert result["tables"] and result["seconds"] > 0 and result["summary"]
+        for title, tab in result["tables"].items():
+            assert f"### {title}" in report
+            for column, value in _numbers(tab):
+                assert math.isfinite(value), (name, title, column)
+                if _is_rate(column):
+                    assert 0.0 <= value <= 1.0, (name, title, column, value)
+        for rel in result["figures"]:
+            copied = out / "synthad" / f"{name}_{Path(rel).name}"
+            assert copied.is_file() and copied.read_bytes()[:4] == b"\x89PNG"
+            assert f"(synthad/{copied.name})" in report
+
+
+def test_rfnet_study_tables(quick_run):
+    _, out, _ = quick_run
+    result = json.loads((out / "rfnet.json").read_text(encoding="utf-8"))["result"]
+    assert set(RFNET_TABLES) <= set(result["tables"])
+    main = result["tables"][RFNET_TABLES[0]]
+    for column, value in _numbers(main):
+        if column in PERCENT_COLUMNS:
+            assert 0.0 <= value <= 100.0, (column, value)
+    ablation = result["tables"]["Modality ablation"]
+    assert len(ablation["rows"]) == 9  # all, image-only, five leave-one-out, binary, from scratch
+    data = result["tables"][RFNET_TABLES[2]]
+    assert sum(row[1] for row in data["rows"]) == result["settings"]["data"]["images"]
+    for row in data["rows"]:  # per split: images = sum over the classes
+        assert row[1] == sum(row[2:])
+    # every variant really trained and was evaluated on the same held-out test products
+    tests = {json.loads((v / "result.json").read_text())["test"]["n"] for v in (out / "rfnet" / "variants").iterdir()}
+    assert tests == {data["rows"][2][1]}
+
+
+def test_rerun_reads_results_back(quick_run, capsys):
+    driver, out, _ = quick_run
+    before = {name: (out / f"{name}.json").read_bytes() for name in STUDIES if (out / f"{name}.json").is_file()}
+    assert driver.main(["--quick", "--model", "tiny", "--rfnet", "tiny", "--out", str(out)]) == 0
+    assert "read back" in capsys.readouterr().err
+    assert before == {name: (out / f"{name}.json").read_bytes() for name in before}
+    assert "read back from an earlier run" in (out / "synthad.md").read_text(encoding="utf-8")
+
+
+def test_other_settings_are_refused_in_the_same_folder(quick_run, capsys):
+    driver, out, _ = quick_run
+    assert driver.main(["--quick", "--model", "tiny", "--rfnet", "tiny", "--seed", "1", "--out", str(out)]) == 2
+    assert "seed" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2():
+    driver = load_driver()
+    with pytest.raises(SystemExit) as e:
+        driver.main(["--only", "rfnet,nonsense"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        driver.main(["--help"])
+    assert e.value.code == 0
+
+
+def test_check_result_names_the_problem():
+    good = {"tables": {"t": table(["a", "b"], [["x", 0.5]])}, "figures": ["figures/a.png"], "seconds": 1.0,
+            "settings": {}}
+    assert check_result(good) == []
+    bad_row = {**good, "tables": {"t": {"columns": ["a", "b"], "rows": [["x"]], "note": ""}}}
+    assert "row 0 has 1 cells for 2 columns" in check_result(bad_row)[0]
+    nan = {**good, "tables": {"t": {"columns": ["a"], "rows": [[float("nan")]], "note": ""}}}
+    assert "use None" in check_result(nan)[0]
+    assert "relative" in check_result({**good, "figures": ["/abs.png"]})[0]
+    with pytest.raises(ValueError, match="row 0 has 1 cells"):
+        table(["a", "b"], [[1]])
+
+
+def test_cells_and_numbers():
+    assert clean_number(float("nan")) is None and clean_number(float("inf")) is None
+    assert clean_number(0.123456) == 0.1235 and clean_number(3) == 3
+    cells = [format_cell(v) for v in (None, 3, 0.5, 12.345, 0.0, "a|b")]
+    assert cells == ["–", "3", "0.500", "12.35", "0.00", "a\\|b"]
+    assert markdown_table(table(["k", "v"], [["x", 1.5]])).splitlines() == ["| k | v |", "|---|---|", "| x | 1.50 |"]
+
+
+def test_context_validates():
+    with pytest.raises(ValueError, match="seed"):
+        ExperimentContext(seed=-1)
+    with pytest.raises(ValueError, match="steps"):
+        ExperimentContext(steps=0)
+    assert ExperimentContext(quick=True).num_inference_steps < ExperimentContext().num_inference_steps
+
+
+def test_wall_colour_of_a_rendered_scene_is_the_prompted_one():
+    from reliable_ad.synthad import WALL_COLORS, SceneAttributes, attribute_conflicts, render_scene
+
+    checked = 0
+    for k, item in enumerate(make_products(3, seed=3)):
+        for i, wall in enumerate(WALL_COLORS):
+            attrs = SceneAttributes(wall, "wooden", ("none", "low", "medium")[i % 3])
+            if attribute_conflicts(item.product, attrs):
+                continue
+            scene = render_scene(item.product, attrs, None, seed=10 * k + i, size=64)
+            assert wall_color_of_background(scene.image, scene.product_alpha) == wall, (item.caption, attrs)
+            checked += 1
+    assert checked >= 10
+
+
+def test_bootstrap_pairs_models_over_products():
+    import numpy as np
+
+    from reliable_ad.synthad.experiments.rfnet_study import bootstrap_ap
+
+    rng = np.random.default_rng(0)
+    truth = {f"images/p{i:03d}_{k}.png": bool(rng.random() < 0.4) for i in range(40) for k in range(2)}
+    perfect = {image: (t, 0.9 if t else 0.1) for image, t in truth.items()}
+    noise = {image: (t, float(rng.random())) for image, t in truth.items()}
+    boot = bootstrap_ap({"good": perfect, "noise": noise, "same": dict(perfect)}, "good", seed=0, n=200)
+    assert boot["good"]["lo"] == boot["good"]["hi"] == 1.0 and boot["good"]["reference_better"] is None
+    assert boot["noise"]["reference_better"] > 0.95 and boot["noise"]["lo"] < boot["noise"]["hi"] < 1.0
+    assert boot["same"]["reference_better"] == boot["same"]["reference_worse"] == 0.0  # ties count in neither
+
+
+def test_missing_and_failing_studies_are_reported(tmp_path, monkeypatch):
+    import types
+
+    driver = load_driver()
+
+    def missing(name):
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    monkeypatch.setattr(driver.importlib, "import_module", missing)
+    entry = driver.run_one("rfft", ExperimentContext(model="tiny", rfnet="tiny", quick=True), tmp_path)
+    assert entry["status"] == "not available" and "rfft_study" in entry["error"]
+
+    def broken(ctx, out_dir):
+        raise RuntimeError("out of coffee")
+
+    monkeypatch.setattr(driver.importlib, "import_module", lambda name: types.SimpleNamespace(run_study=broken))
+    out = tmp_path / "out"
+    assert driver.main(["--quick", "--model", "tiny", "--rfnet", "tiny", "--only", "rfft", "--out", str(out)]) == 1
+    assert "**failed**: RuntimeError: out of coffee" in (out / "synthad.md").read_text(encoding="utf-8")
+    assert "out of coffee" in (out / "rfft.error.txt").read_text(encoding="utf-8")
+    assert not (out / "rfft.json").exists()  # a failed study is not cached: the next run tries again

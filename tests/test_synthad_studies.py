@@ -1,0 +1,153 @@
+"""The SynthAd Recurrent Generation and RFFT studies: their statistics on hand-made records, and their
+quick paths end to end on the tiny generator and the tiny RFNet (2 denoising steps, to stay fast)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from reliable_ad.synthad.experiments import recurrent_study, rfft_study
+from reliable_ad.synthad.experiments.common import ExperimentContext
+
+
+def _attempt(accepted: bool, p: float, oracle_ok: bool, variation=None) -> dict:
+    return {"accepted": accepted, "rfnet": {"label": "Available" if accepted else "Space Mismatch", "p_available": p},
+            "oracle": {"label": "Available" if oracle_ok else "Size Mismatch"}, "variation": variation or {},
+            "seconds": 1.0, "inspect_seconds": 0.5}
+
+
+def test_k_curves_and_cost_follow_the_shipping_rule():
+    products = [
+        # accepted at attempt 3, which the oracle rejects; the oracle liked attempt 2
+        [_attempt(False, 0.1, False), _attempt(False, 0.2, True), _attempt(True, 0.9, False), _attempt(False, 0.3, True)],
+        # never accepted: the best-scoring attempt (2nd, p=0.4) is shipped, and it is Available
+        [_attempt(False, 0.3, False), _attempt(False, 0.4, True), _attempt(False, 0.2, False),
+         _attempt(False, 0.1, False, {"image_scale": 0.3})],
+    ]
+    c = recurrent_study.k_curves(products, 4)
+    assert c["rfnet"] == [0.0, 0.0, 0.5, 0.5]
+    assert c["oracle"] == [0.0, 1.0, 1.0, 1.0]
+    # k=1: product 0 ships attempt 1 (bad), product 1 ships attempt 1 (bad); k=2: both ship their 2nd (good);
+    # k=3: product 0 ships the accepted 3rd (bad)
+    assert c["shipped"] == [0.0, 1.0, 0.5, 0.5]
+    cost = recurrent_study.cost(products, 4)
+    assert cost["mean_attempts_per_product"] == 3.5 and cost["seconds_per_product"] == pytest.approx(1.5 * 3.5)
+    assert cost["mean_attempts_per_accepted"] == 3.0
+    assert cost["rfnet_precision"] == 0.0 and cost["rfnet_recall"] == 0.0
+    assert cost["single_attempt_oracle_rate"] == 3 / 8 and cost["changed_inputs"] == 1 / 8
+
+
+def test_collapse_reading_is_computed_from_the_numbers():
+    base = {"diversity": 0.2, "wall_accuracy": 0.8, "distance": 0.0}
+    results = {"original": base,
+               "ReFL": {"diversity": 0.05, "wall_accuracy": 0.3, "distance": 0.2},
+               "CC": {"diversity": 0.19, "wall_accuracy": 0.8, "distance": 0.05}}
+    objectives = [rfft_study.Objective("ReFL", "none", 0.0), rfft_study.Objective("CC", "consistent_condition", 1.0)]
+    details, verdict = rfft_study.collapse_reading(results, "original", objectives)
+    assert "ReFL: diversity x0.25" in details and "ReFL lost diversity or adherence (collapsed" in verdict
+    assert "CC kept both at 1 of 1" in verdict and "more diversity than ReFL at 1 of 1" in verdict
+    results["ReFL"] = dict(base)
+    assert "does not test CC" in rfft_study.collapse_reading(results, "original", objectives)[1]
+
+
+@pytest.fixture(scope="module")
+def ctx(model_home):
+    return ExperimentContext(model="tiny", rfnet="tiny", quick=True, steps=2)
+
+
+class SizeMismatchInspector:
+    """Says Size Mismatch to everything, so defect-aware retries change the image scale."""
+
+    def inspect(self, products, generated, captions):
+        from reliable_ad.rfnet.inspector import Verdict
+        from reliable_ad.rfnet.labels import CLASS_NAMES
+
+        return [Verdict.from_probs([0.1, 0.1, 0.6, 0.1, 0.1], CLASS_NAMES) for _ in generated]
+
+
+def test_policies_share_identical_attempts_and_defect_aware_rescales(ctx, monkeypatch):
+    from reliable_ad.synthad.experiments.common import Stopwatch, make_products, prompt_preset
+
+    monkeypatch.setattr(recurrent_study, "load_inspector", lambda ctx: SizeMismatchInspector())
+    settings = recurrent_study.RecurrentStudySettings(products=1, max_attempts=3)
+    items = make_products(1, seed=123)
+    shots: dict = {}
+    with recurrent_study.torch_threads():
+        reseed = recurrent_study.run_policy(ctx, items, "reseed", settings, shots, Stopwatch())[0]
+        aware = recurrent_study.run_policy(ctx, items, "defect_aware", settings, shots, Stopwatch())[0]
+    scale = prompt_preset().image_scale
+    assert [a["variation"] for a in reseed] == [{}, {}, {}] and {a["image_scale"] for a in reseed} == {scale}
+    assert aware[0]["seed"] == reseed[0]["seed"] and aware[0]["prompt"] == reseed[0]["prompt"]
+    assert [a["image_scale"] for a in aware] == [scale, round(scale * 0.85, 4), round(scale * 1.12, 4)]
+    assert len(shots) == 5  # the first attempt is the same under both policies: made once
+    assert all(a["seconds"] > 0 and a["rfnet"]["label"] == "Size Mismatch" for a in reseed + aware)
+    assert not any(a["accepted"] for a in reseed + aware)
+
+
+def _check_tables(result: dict) -> None:
+    assert set(result) >= {"tables", "figures", "seconds", "settings"} and result["tables"]
+    for title, t in result["tables"].items():
+        assert t["rows"] and isinstance(t["note"], str), title
+        for row in t["rows"]:
+            assert len(row) == len(t["columns"])
+            assert all(math.isfinite(v) for v in row if isinstance(v, (int, float)))
+    assert math.isfinite(result["seconds"]) and result["seconds"] > 0
+    json.dumps(result)  # JSON-able
+
+
+def test_recurrent_study_quick(ctx, tmp_path):
+    result = recurrent_study.run_study(ctx, tmp_path)
+    _check_tables(result)
+    settings = result["settings"]
+    k_max, n = settings["max_attempts"], settings["products"]
+    curve = result["tables"]["Recurrent Generation: available within k attempts"]
+    assert [r[0] for r in curve["rows"]] == ["reseed (paper)"] * k_max + ["defect-aware"] * k_max
+    for policy in range(2):
+        rows = curve["rows"][policy * k_max:(policy + 1) * k_max]
+        assert [r[1] for r in rows] == list(range(1, k_max + 1))
+        for col in (2, 3, 4):
+            values = [r[col] for r in rows]
+            assert all(0.0 <= v <= 1.0 for v in values)
+            if col < 4:  # "within k" can only grow; the shipped image may change for the worse
+                assert values == sorted(values)
+    cost = result["tables"]["Recurrent Generation: cost and RFNet agreement with the oracle"]
+    for row in cost["rows"]:
+        assert 1.0 <= row[1] <= k_max and row[3] > 0
+    for policy in ("reseed", "defect_aware"):
+        lines = (tmp_path / f"attempts_{policy}.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in lines]
+        assert len(records) == n * k_max  # every product used all K attempts
+        assert {r["attempt"] for r in records} == set(range(k_max))
+    assert all((tmp_path / f).is_file() for f in result["figures"])
+    # a rerun into the same folder reads the finished policies back
+    again = recurrent_study.run_study(ctx, tmp_path)
+    assert again["tables"] == result["tables"] and again["seconds"] == pytest.approx(result["seconds"])
+
+
+def test_rfft_study_quick(ctx, tmp_path):
+    result = rfft_study.run_study(ctx, tmp_path)
+    _check_tables(result)
+    settings = result["settings"]
+    t = result["tables"]["RFFT objectives: held-out evaluation"]
+    col = {name: i for i, name in enumerate(t["columns"])}
+    names = [r[0] for r in t["rows"]]
+    assert names == ["original"] + [o["name"] for o in settings["objectives"]]
+    for row in t["rows"]:
+        for name in ("available (RFNet)", "available (oracle)", "mean p(Available) (RFNet)", "wall-colour accuracy"):
+            assert 0.0 <= row[col[name]] <= 1.0
+        assert row[col["background diversity"]] >= 0
+    original, *tuned = t["rows"]
+    assert original[col["distance to original"]] == 0.0 and original[col["diversity / original's"]] == 1.0
+    # the tuned generators are the trained ones, not the cached original
+    assert all(row[col["distance to original"]] > 0 for row in tuned)
+    for objective in settings["objectives"]:
+        slug = rfft_study.Objective(**objective).slug
+        log = (tmp_path / slug / "train_log.jsonl").read_text().splitlines()
+        assert len(log) == settings["steps"]
+        assert json.loads((tmp_path / slug / "config.json").read_text())["loss"]["beta"] == objective["beta"]
+    assert all((tmp_path / f).is_file() for f in result["figures"])
+    # a rerun into the same folder reads every finished model back instead of training again
+    again = rfft_study.run_study(ctx, tmp_path)
+    assert again["tables"] == result["tables"] and again["seconds"] == pytest.approx(result["seconds"])
