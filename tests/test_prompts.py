@@ -69,7 +69,12 @@ def test_builtin_presets_load_and_validate():
 def test_default_generate_config_preset_is_builtin():
     from reliable_ad.generation.config import GenerateConfig
 
-    assert GenerateConfig().preset in builtin_presets()
+    from reliable_ad.generation.config import ModelConfig
+    from reliable_ad.generation.models import MODEL_PRESETS
+
+    assert GenerateConfig().prompt_preset in builtin_presets()
+    for name in MODEL_PRESETS:  # every model preset's own prompt preset exists
+        assert GenerateConfig(model=ModelConfig(model=name)).prompt_preset in builtin_presets()
 
 
 def test_builtin_presets_match_the_authors_file(reference):

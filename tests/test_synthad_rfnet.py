@@ -128,8 +128,10 @@ def test_synthad_inspector_finds_available_scenes(fresh):
     accuracy = float(np.mean([v.label_index for v in verdicts] == labels))
     print(f"\nsynthad RFNet on {len(scenes)} fresh scenes: Available AP {ap:.3f} (chance {np.mean(labels == 0):.2f}), "
           f"accuracy {accuracy:.3f}")
-    assert ap >= 0.9  # chance is ~0.5; measured 0.982
-    assert accuracy >= 0.75  # always-Available scores ~0.5; measured 0.893
+    # chance is ~0.5; measured 0.888 and 0.86 for the shipped model (trained on rendered scenes and
+    # generated images; 0.98 and 0.94 when it was trained on rendered scenes alone)
+    assert ap >= 0.8
+    assert accuracy >= 0.7
 
 
 # --- the training module -------------------------------------------------------------------------------
