@@ -13,5 +13,7 @@ $PY -m reliable_ad.synthad.train_generator --out "$OUT/generator-stage1" --scene
 $PY -m reliable_ad.synthad.train_generator --out "$OUT/generator" --init-from "$OUT/generator-stage1" \
     --vae-steps 0 --scenes 6000 --steps 2000 --lr 5e-4 --install
 cp "$OUT/generator-stage1/training.json" src/reliable_ad/synthad/weights/generator/training-stage1.json
-# depth and salience estimators and the RFNet (installs)
-$PY -m reliable_ad.synthad.train_rfnet --out "$OUT/rfnet" --install
+# RFNet data from the generator's own distribution: 1,200 generations labelled by the oracle (~4 min)
+$PY -m reliable_ad.cli.main synthad generated --out "$OUT/labelled" --products 300 --per-product 4
+# depth and salience estimators, and RFNet on rendered scenes + those generations (~18 min; installs)
+$PY -m reliable_ad.synthad.train_rfnet --out "$OUT/rfnet" --extra-data "$OUT/labelled" --install

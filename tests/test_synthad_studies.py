@@ -21,7 +21,8 @@ def _attempt(accepted: bool, p: float, oracle_ok: bool, variation=None) -> dict:
 def test_k_curves_and_cost_follow_the_shipping_rule():
     products = [
         # accepted at attempt 3, which the oracle rejects; the oracle liked attempt 2
-        [_attempt(False, 0.1, False), _attempt(False, 0.2, True), _attempt(True, 0.9, False), _attempt(False, 0.3, True)],
+        [_attempt(False, 0.1, False), _attempt(False, 0.2, True), _attempt(True, 0.9, False),
+         _attempt(False, 0.3, True)],
         # never accepted: the best-scoring attempt (2nd, p=0.4) is shipped, and it is Available
         [_attempt(False, 0.3, False), _attempt(False, 0.4, True), _attempt(False, 0.2, False),
          _attempt(False, 0.1, False, {"image_scale": 0.3})],

@@ -54,8 +54,9 @@ def oracle_agreement(probs: np.ndarray, labels: np.ndarray, products, images, ca
 
     oracle = np.array([v.label_index for v in OracleInspector()(products, images, captions)])
     pred = probs.argmax(1)
+    same_decision = (pred == AVAILABLE_INDEX) == (oracle == AVAILABLE_INDEX)
     return {"rfnet_oracle_agreement": float((pred == oracle).mean()),
-            "rfnet_oracle_available_agreement": float(((pred == AVAILABLE_INDEX) == (oracle == AVAILABLE_INDEX)).mean()),
+            "rfnet_oracle_available_agreement": float(same_decision.mean()),
             "rfnet_available_ap_vs_oracle": average_precision(oracle == AVAILABLE_INDEX, probs[:, AVAILABLE_INDEX]),
             "oracle_accuracy": float((oracle == labels).mean())}
 

@@ -21,9 +21,9 @@ maps.json (which estimator weights made each folder's maps), rfnet/ (the RFNet t
 rfnet/model/ is the model), report.json, seconds.json.
 
 Every stage skips what an earlier run with the same settings finished, so a rerun resumes (and
-``--install`` after a finished run redoes only the report, then copies). Measured for the shipped
-models (``--threads 1`` on a 2-core machine shared with other training jobs, so the times swing
-with their load): data 2.1 min (8,500 scenes), depth estimator 1.8 min, salience estimator 6.6 min
+``--install`` after a finished run redoes only the report, then copies). Measured without
+--extra-data (``--threads 1`` on a 2-core machine shared with other training jobs, so the times
+swing with their load): data 2.1 min (8,500 scenes), depth estimator 1.8 min, salience estimator 6.6 min
 (2.2 min at the pace of its uncontended first steps), maps 0.6 min, RFNet 6.9 min (1,002 steps of
 32), report 0.2 min: 18 min in all. ``--quick`` takes ~10 s. report.json ("seconds") has a run's own.
 Quality on 490 fresh scenes: depth r 0.967 (mean-map baseline 0.921), salience IoU 0.851 (0.616),
@@ -349,11 +349,12 @@ def run(out: str | os.PathLike, settings: Settings = Settings(), *, extra_data: 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m reliable_ad.synthad.train_rfnet",
-        description="Train the SynthAd depth and salience estimators and the SynthAd RFNet end to end (make data, fit "
-                    "the estimators to the renderer's true maps, cache their maps, train RFNet on them, report on fresh "
-                    "scenes), and optionally install them into the package as the 'synthad' models.",
+        description="Train the SynthAd depth and salience estimators and the SynthAd RFNet end to end (make "
+                    "data, fit the estimators to the renderer's true maps, cache their maps, train RFNet on them, "
+                    "report on fresh scenes), and optionally install them into the package as the 'synthad' models.",
     )
-    p.add_argument("--out", required=True, type=Path, help="run folder (created; a rerun with the same settings resumes)")
+    p.add_argument("--out", required=True, type=Path,
+                   help="run folder (created; a rerun with the same settings resumes)")
     p.add_argument("--quick", action="store_true", help="tiny sizes, a smoke run of every stage in seconds")
     p.add_argument("--extra-data", action="append", default=[], type=Path, metavar="DIR",
                    help="another labelled RF1M-layout folder for RFNet (repeatable); its maps are computed with the "
