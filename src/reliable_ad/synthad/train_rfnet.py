@@ -294,7 +294,7 @@ def _copy_readable(source: Path, dest: Path, report: Path | None) -> None:
     shutil.copytree(source, dest, ignore=shutil.ignore_patterns(".*"))
     if report is not None:
         shutil.copy2(report, dest / REPORT_FILE)
-    for path in dest.rglob("*"):
+    for path in [dest, *dest.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
 
 
