@@ -63,3 +63,14 @@ def product_files(tmp_path) -> list[Path]:
         p.with_suffix(".txt").write_text(f"a {['red', 'blue', 'green'][i]} bottle", encoding="utf-8")
         paths.append(p)
     return paths
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a test module (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`):
+    toy models gain nothing from intra-op threads, and on a busy 2-core runner a second one spin-waits
+    and slows them down several times."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from reliable_ad.modalities import build_depth, build_salience
@@ -20,12 +19,7 @@ from reliable_ad.rfnet.data import read_manifest, read_rf1m
 TINY = {"depth": "tiny", "salience": "fine-grained", "size": 32}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _image(seed: int, size: int = 48) -> np.ndarray:

@@ -45,13 +45,7 @@ def _inputs(processor: RFNetProcessor, n: int, seed: int = 0, size: int = 64) ->
     )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Toy models gain nothing from intra-op threads; on a busy 2-core runner they slow down ~10x.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

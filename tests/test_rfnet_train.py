@@ -26,12 +26,7 @@ from reliable_ad.utils.io import read_jsonl
 COLORS = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (220, 220, 40), (40, 220, 220)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_rf1m(root: Path, n_products: int = 8, per_product: int = 2, size: int = 64, seed: int = 0) -> Path:

@@ -24,12 +24,7 @@ from reliable_ad.synthad.train_rfnet import CLASS_SHARES, IMAGE_SCALE
 FRESH_SEED = 424_242  # no training set of train_rfnet uses it (their seeds are 1000, 2000, 9000 + seed)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from reliable_ad.generation.config import ModelConfig
+from reliable_ad.synthad.packaged import WEIGHTS_DIR as PACKAGED_WEIGHTS
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ class ModelPreset:
     packaged: bool = False  # base/controlnet are folders shipped inside the package
 
 
-SYNTHAD_WEIGHTS = Path(__file__).resolve().parent.parent / "synthad" / "weights" / "generator"
+SYNTHAD_WEIGHTS = PACKAGED_WEIGHTS / "generator"  # written by reliable_ad.synthad.train_generator --install
 
 
 MODEL_PRESETS: dict[str, ModelPreset] = {

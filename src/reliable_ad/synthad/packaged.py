@@ -8,7 +8,8 @@ estimators (`modalities.build_depth("synthad")`, `build_salience("synthad")`) an
                                           and report.json: how the three were trained and how well
                                           they did on fresh scenes
 
-All of them are made by `python -m reliable_ad.synthad.train_rfnet --out DIR --install`.
+All of them are made by `python -m reliable_ad.synthad.train_rfnet --out DIR --install`. The generator
+(`--model synthad`, <package>/synthad/weights/generator/) is made by `reliable_ad.synthad.train_generator`.
 """
 
 from __future__ import annotations

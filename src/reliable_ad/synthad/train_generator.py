@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from reliable_ad.synthad.packaged import WEIGHTS_DIR
 from reliable_ad.utils.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ PROMPT_PRESET = "synthad"
 CLIP_SKIP = 2  # A1111 convention, as SamplingConfig's default: what inference will use
 GENERATOR_SHARES = {"Available": 0.5, "Space Mismatch": 0.125, "Size Mismatch": 0.125,
                     "Indistinctiveness": 0.125, "Shape Hallucination": 0.125}
-PACKAGED = Path(__file__).resolve().parent / "weights" / "generator"
+PACKAGED = WEIGHTS_DIR / "generator"
 
 
 @dataclass
@@ -358,20 +359,14 @@ def evaluate_generator(base: str | Path, controlnet: str | Path, *, products: in
             "products": products, "seed": seed, "images": images, "verdicts": [v.label for v in verdicts]}
 
 
-def contact_sheet(images: list[np.ndarray], labels: list[str], path: Path, columns: int = 8) -> None:
-    """A grid of images, each with its oracle label under it (upscaled 2x)."""
-    from PIL import Image, ImageDraw
+def verdict_sheet(images: list[np.ndarray], labels: list[str], path: Path) -> None:
+    """The judged samples as a contact sheet, one row per oracle verdict (upscaled 2x)."""
+    from reliable_ad.rfnet.labels import CLASS_NAMES
+    from reliable_ad.synthad.preview import contact_sheet, save_png
 
-    cell = SIZE * 2
-    rows = math.ceil(len(images) / columns)
-    sheet = Image.new("RGB", (columns * cell, rows * (cell + 12)), "white")
-    draw = ImageDraw.Draw(sheet)
-    for i, (im, label) in enumerate(zip(images, labels)):
-        x, y = (i % columns) * cell, (i // columns) * (cell + 12)
-        sheet.paste(Image.fromarray(im).resize((cell, cell), Image.NEAREST), (x, y))
-        draw.text((x + 2, y + cell), label[:20], fill="black")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(path)
+    rows = [(name, [im for im, label in zip(images, labels) if label == name]) for name in CLASS_NAMES]
+    rows = [(name, row) for name, row in rows if row]
+    save_png(contact_sheet([row for _, row in rows], [f"{name} ({len(row)})" for name, row in rows]), path)
 
 
 def train_generator(out: str | Path, cfg: GeneratorTrainConfig | None = None, *, progress: bool = True) -> dict:
@@ -401,7 +396,7 @@ def train_generator(out: str | Path, cfg: GeneratorTrainConfig | None = None, *,
     t0 = time.perf_counter()
     evaluation = evaluate_generator(base, controlnet, products=cfg.eval_products, progress=progress)
     times["evaluate"] = time.perf_counter() - t0
-    contact_sheet(evaluation.pop("images"), evaluation["verdicts"], out / "samples.png")
+    verdict_sheet(evaluation.pop("images"), evaluation["verdicts"], out / "samples.png")
     report = {"config": asdict(cfg), "seconds": {k: round(v, 1) for k, v in times.items()},
               "torch_threads": torch.get_num_threads(), "scene_labels": dict(data.labels), "vae": vae_stats,
               "denoiser": denoiser_stats, "oracle_evaluation": evaluation}
