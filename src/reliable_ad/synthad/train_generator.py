@@ -326,8 +326,8 @@ def save_generator(parts: dict, out: Path) -> tuple[Path, Path]:
 
 
 def evaluate_generator(base: str | Path, controlnet: str | Path, *, products: int = 48, seed: int = 10_000,
-                       steps: int | None = None, guidance: float | None = None, batch_size: int = 16,
-                       progress: bool = True) -> dict:
+                       steps: int | None = None, guidance: float | None = None, scheduler: str | None = None,
+                       batch_size: int = 16, progress: bool = True) -> dict:
     """Generate one image per fresh SynthAd product (random `synthad` prompts) and judge it with the
     oracle. Returns the available rate, the per-class counts and the images (for a contact sheet)."""
     from tqdm.auto import tqdm
@@ -340,7 +340,8 @@ def evaluate_generator(base: str | Path, controlnet: str | Path, *, products: in
     from reliable_ad.synthad.oracle import OracleInspector
 
     sampling = SamplingConfig(size=SIZE, batch_size=batch_size, **({"num_inference_steps": steps} if steps else {}),
-                              **({"guidance_scale": guidance} if guidance is not None else {}))
+                              **({"guidance_scale": guidance} if guidance is not None else {}),
+                              **({"scheduler": scheduler} if scheduler else {}))
     gen = AdGenerator.from_config(ModelConfig(model=str(base), controlnet=str(controlnet), safety_checker=False),
                                   sampling)
     preset = get_preset(PROMPT_PRESET)
