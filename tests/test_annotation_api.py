@@ -229,11 +229,95 @@ def test_retried_answer_is_one_answer(db, client, run):
     _users(db, "alice")
     alice = Annotator(client, "alice", PASSWORD)
     task = alice.next(1)[0]
-    for label in (1, 1, 3):
+    for label in (1, 1):  # a request retried after a lost reply: the same answer again
         assert alice.label(task["assignment"], label).status_code == 200
     with db.read() as s:
         rows = s.execute(select(Assignment.label).where(Assignment.task_id == task["task"])).all()
-    assert rows == [(3,)]
+    assert rows == [(1,)]
+
+
+ANOTHER_TAB = "you already answered this item in another tab; reload to continue"
+
+
+def test_a_second_tab_cannot_replace_an_answer(db, client, run, three_runs):
+    batch = import_availability(db, run, k=2).batch_id
+    _users(db, "alice")
+    alice = Annotator(client, "alice", PASSWORD)  # both tabs share the session
+    task = alice.next(batch)[0]
+    assert alice.label(task["assignment"], 2).status_code == 200  # the first tab
+    refused = alice.post(f"/api/assignments/{task['assignment']}/label", {"label": 4, "next": 3})
+    assert refused.status_code == 409 and refused.json() == {"detail": ANOTHER_TAB}
+    skipped = alice.post(f"/api/assignments/{task['assignment']}/skip")
+    assert skipped.status_code == 409 and skipped.json() == {"detail": ANOTHER_TAB}
+    assert alice.label(task["assignment"], 2).status_code == 200  # the same answer again changes nothing
+    with db.read() as s:
+        assert s.execute(select(Assignment.label, Assignment.state).where(Assignment.task_id == task["task"])).all() \
+            == [(2, "answered")]
+    # undo is the way to change an answer
+    assert alice.post(f"/api/batches/{batch}/undo").json()["assignment"] == task["assignment"]
+    assert alice.label(task["assignment"], 4).json()["label"] == 4
+    # rankings alike
+    preference = import_preference(db, three_runs, methods=["base", "rfft", "refl"], k=2).batch_id
+    shown = alice.next(preference)[0]
+    rank = f"/api/assignments/{shown['assignment']}/rank"
+    assert alice.post(rank, {"ranking": "312"}).status_code == 200
+    refused = alice.post(rank, {"ranking": "123"})
+    assert refused.status_code == 409 and refused.json() == {"detail": ANOTHER_TAB}
+    assert alice.post(rank, {"ranking": [3, 1, 2]}).status_code == 200
+    with db.read() as s:
+        a = s.get(Assignment, shown["assignment"])
+        assert a.ranking == [a.display_order[2], a.display_order[0], a.display_order[1]]
+
+
+def test_answering_the_wrong_kind_of_task_says_which_kind_it_is(db, client, run, three_runs):
+    availability = import_availability(db, run, k=2).batch_id
+    preference = import_preference(db, three_runs, methods=["base", "rfft", "refl"], k=2).batch_id
+    _users(db, "alice")
+    alice = Annotator(client, "alice", PASSWORD)
+    label_task, rank_task = alice.next(availability)[0], alice.next(preference)[0]
+    ranked = alice.post(f"/api/assignments/{label_task['assignment']}/rank", {"ranking": "12"})
+    assert ranked.status_code == 422
+    assert ranked.json()["detail"] == \
+        f"assignment {label_task['assignment']} is an availability task, not a preference task"
+    labelled = alice.label(rank_task["assignment"], 0)
+    assert labelled.status_code == 422
+    assert labelled.json()["detail"] == \
+        f"assignment {rank_task['assignment']} is a preference task, not an availability task"
+
+
+def test_opening_the_page_holds_items_briefly_unless_their_holder_works(db, client, tmp_path, monkeypatch):
+    """An admin who opens a batch and leaves keeps its items from annotators for two minutes only;
+    an annotator who has answered keeps hers for the lease, and a page renewing its hold keeps it."""
+    batch = import_availability(db, make_run(tmp_path / "run12", 6, 2), k=1).batch_id  # 12 items, 1 answer each
+    _users(db, "bob", "carol", "dave", admin="root")
+    start = utcnow()
+    clock = [start]
+    monkeypatch.setattr(queue, "utcnow", lambda: clock[0])  # the queue's clock; logins keep the real one
+
+    def at(seconds):
+        clock[0] = start + timedelta(seconds=seconds)
+
+    root, bob, carol, dave = (Annotator(TestClient(client.app), name, PASSWORD)
+                              for name in ("root", "bob", "carol", "dave"))
+    glanced = {t["task"] for t in root.next(batch, count=3)}  # opens the page, leaves
+    first = carol.next(batch, count=3)
+    answered = carol.post(f"/api/assignments/{first[0]['assignment']}/label", {"label": 0, "next": 3})
+    worked = {t["task"] for t in answered.json()["tasks"]}  # carol works: answers, gets the next
+    renewed = {t["task"] for t in dave.next(batch, count=2)}
+    assert glanced == {1, 2, 3} and worked == {5, 6, 7} and renewed == {8, 9}
+    at(100)
+    assert {t["task"] for t in dave.next(batch, count=2)} == renewed  # dave's page renews: he is active
+    at(121)  # past the short hold
+    got = {t["task"] for t in bob.next(batch, count=12)}
+    assert got == glanced | {10, 11, 12}  # the admin's items are free again; carol's and dave's are not
+    at(222)  # dave's renewed hold has run out too
+    assert {t["task"] for t in bob.next(batch, count=12)} == got | renewed
+    at(1801)  # carol went away after her answer: her items go back after the lease
+    assert {t["task"] for t in bob.next(batch, count=12)} == got | renewed | worked
+    with db.read() as s:
+        held = dict(s.execute(select(Assignment.task_id, Assignment.user_id).where(Assignment.state == "open")).all())
+        bob_id = s.scalar(select(Assignment.user_id).where(Assignment.task_id == 10))
+    assert set(held) == set(range(1, 13)) - {4} and set(held.values()) == {bob_id}
 
 
 def test_every_item_gets_exactly_k_labels_from_different_annotators(any_db, run):

@@ -3,10 +3,14 @@
 Invariants, which hold under any number of concurrent annotators on SQLite or PostgreSQL:
 - a task's ``needed`` is k minus its open and answered assignments, never below zero: a claim is a
   conditional ``UPDATE ... SET needed = needed - 1 WHERE needed > 0``, atomic on both backends;
-- (task, annotator) is unique, so nobody is shown a task twice, and a repeated answer (a retried
-  request) changes the one answer instead of adding another;
-- a held task that is not answered within the lease goes back to the queue; a late answer still
-  counts when the task has room for it.
+- (task, annotator) is unique, so nobody is shown a task twice, and nobody answers one twice;
+- a held task goes back to the queue when its holder lets it sit: after a short hold
+  (``HOLD_SECONDS``) when they have not answered or skipped anything in the batch since shortly
+  before they were handed it (someone who opened the page and left), after the lease otherwise;
+  each request for tasks renews the holder's hold, and the page asks while the annotator works.
+  A late answer still counts when the task has room for it;
+- an answer is given once: the same answer again (a retried request) changes nothing, a different
+  one (from a second tab) is refused; undo reopens an answer to change it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import threading
 import time
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, exists, insert, select, update
+from sqlalchemy import and_, exists, func, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from reliable_ad.annotation.agreement import parse_ranking
@@ -25,7 +29,7 @@ from reliable_ad.annotation.guidance import LABELS
 from reliable_ad.annotation.models import Assignment, Batch, Candidate, Task, utcnow
 
 __all__ = ["NotFound", "Conflict", "claim", "answer_label", "answer_ranking", "skip", "undo", "task_payload",
-           "expire_leases"]
+           "expire_leases", "HOLD_SECONDS", "ANSWERED_ELSEWHERE"]
 
 
 class NotFound(LookupError):
@@ -36,8 +40,14 @@ class Conflict(RuntimeError):
     """The request is valid but the state does not allow it (e.g. the task has its k answers)."""
 
 
-_EXPIRY_EVERY_S = 15.0
-_last_expiry: dict[tuple[str, int], float] = {}
+# Items handed to someone who has not started working on the batch (no answer or skip since shortly
+# before) are held this long, so an admin glancing at a batch keeps nothing from annotators for
+# long; the page renews the hold while its user is active (see static/common.js, keepHold).
+HOLD_SECONDS = 120
+ANSWERED_ELSEWHERE = "you already answered this item in another tab; reload to continue"
+
+_EXPIRY_EVERY = timedelta(seconds=15)
+_last_expiry: dict[tuple[str, int], datetime] = {}
 _expiry_lock = threading.Lock()
 
 
@@ -52,30 +62,57 @@ def _retry(fn, attempts: int = 4):
             time.sleep(0.01 * (i + 1))
 
 
-def expire_leases(s, batch_id: int, lease_seconds: int, now: datetime | None = None) -> int:
-    """Return held-but-unanswered tasks older than the lease to the queue; the count."""
-    cutoff = (now or utcnow()) - timedelta(seconds=lease_seconds)
-    stale = s.execute(
-        select(Assignment.id, Assignment.task_id).where(
+def expire_leases(s, batch_id: int, lease_seconds: int, now: datetime | None = None, *,
+                  hold_seconds: int | None = None) -> int:
+    """Return held-but-unanswered tasks to the queue; the count.
+
+    An open assignment goes back when it was handed out (or last renewed) over ``lease_seconds``
+    ago or, with ``hold_seconds``, over ``hold_seconds`` ago to a holder whose latest answer or skip
+    in the batch is older than ``hold_seconds`` before that hand-out: someone who has not started
+    working, like an admin who opened the page and left.
+    """
+    now = now or utcnow()
+    lease_cutoff = now - timedelta(seconds=lease_seconds)
+    hold = timedelta(seconds=hold_seconds) if hold_seconds is not None else None
+    cutoff = lease_cutoff if hold is None else max(lease_cutoff, now - hold)
+    held = s.execute(
+        select(Assignment.id, Assignment.task_id, Assignment.user_id, Assignment.leased_at).where(
             Assignment.batch_id == batch_id, Assignment.state == "open", Assignment.leased_at < cutoff)
     ).all()
+    last_work: dict[int, datetime] = {}
+    if hold is not None and held:
+        last_work = dict(s.execute(
+            select(Assignment.user_id, func.max(Assignment.answered_at)).where(
+                Assignment.batch_id == batch_id, Assignment.user_id.in_({r.user_id for r in held}),
+                Assignment.answered_at.is_not(None)).group_by(Assignment.user_id)).all())
+
+    def stale(row) -> bool:
+        if row.leased_at < lease_cutoff:
+            return True
+        if hold is None or row.leased_at >= now - hold:
+            return False
+        worked = last_work.get(row.user_id)
+        return worked is None or worked < row.leased_at - hold
+
     n = 0
-    for assignment_id, task_id in stale:
-        done = s.execute(update(Assignment).where(Assignment.id == assignment_id, Assignment.state == "open")
+    for row in filter(stale, held):
+        done = s.execute(update(Assignment).where(Assignment.id == row.id, Assignment.state == "open")
                          .values(state="expired"))
         if done.rowcount:
-            s.execute(update(Task).where(Task.id == task_id).values(needed=Task.needed + 1))
+            s.execute(update(Task).where(Task.id == row.task_id).values(needed=Task.needed + 1))
             n += 1
     return n
 
 
-def _maybe_expire(db: Database, s, batch_id: int, lease_seconds: int) -> None:
-    key, now = (db.url, batch_id), time.monotonic()
+def _maybe_expire(db: Database, s, batch_id: int, lease_seconds: int, hold_seconds: int | None,
+                  now: datetime) -> None:
+    key = (db.url, batch_id)
     with _expiry_lock:
-        if now - _last_expiry.get(key, -1e9) < _EXPIRY_EVERY_S:
+        last = _last_expiry.get(key)
+        if last is not None and timedelta(0) <= now - last < _EXPIRY_EVERY:
             return
         _last_expiry[key] = now
-    expire_leases(s, batch_id, lease_seconds)
+    expire_leases(s, batch_id, lease_seconds, now, hold_seconds=hold_seconds)
 
 
 def _order(order: str):
@@ -142,9 +179,11 @@ def _take(s, is_sqlite: bool, batch, batch_id: int, user_id: int, missing: int) 
                 return
 
 
-def claim(db: Database, batch_id: int, user_id: int, count: int, *, lease_seconds: int = 1800) -> list[dict]:
+def claim(db: Database, batch_id: int, user_id: int, count: int, *, lease_seconds: int = 1800,
+          hold_seconds: int | None = HOLD_SECONDS) -> list[dict]:
     """The user's open tasks in a batch, topped up to ``count`` (the one shown plus those preloaded),
-    oldest first. Fewer when the batch has no more work for this user."""
+    oldest first. Fewer when the batch has no more work for this user. Renews the hold on the tasks
+    the user has (see :func:`expire_leases` for how long a hold lasts)."""
     if not 1 <= count <= 20:
         raise ValueError(f"count={count} must be 1..20")
 
@@ -156,7 +195,11 @@ def claim(db: Database, batch_id: int, user_id: int, count: int, *, lease_second
                 raise NotFound(f"no batch {batch_id}")
             if not batch.active:
                 raise Conflict(f"batch {batch.name!r} is closed")
-            _maybe_expire(db, s, batch_id, lease_seconds)
+            now = utcnow()
+            # renew first, so a user who comes back keeps what nobody has taken over yet
+            s.execute(update(Assignment).where(Assignment.user_id == user_id, Assignment.batch_id == batch_id,
+                                               Assignment.state == "open").values(leased_at=now))
+            _maybe_expire(db, s, batch_id, lease_seconds, hold_seconds, now)
             held = _held(s, batch_id, user_id)
             missing = count - len(held)
             if missing > 0:
@@ -181,28 +224,48 @@ def _retake(s, a: Assignment) -> None:
         raise Conflict("this item already has all its answers from other annotators; yours was not needed")
 
 
-def _answer(db: Database, assignment_id: int, user_id: int, kind: str, set_answer, fast: dict | None = None) -> dict:
+def _article(word: str) -> str:
+    return f"an {word}" if word[:1].lower() in "aeiou" else f"a {word}"
+
+
+def _answer(db: Database, assignment_id: int, user_id: int, kind: str, answer_of) -> dict:
+    """Record an answer: ``answer_of(assignment)`` gives the columns to set (validated there).
+
+    An open task is answered in one statement when the answer needs no look at the assignment
+    (``answer_of`` takes None then). An answered one keeps its answer: the same answer again is a
+    retried request and changes nothing; a different one, from a second tab, is refused."""
+    fast = answer_of(None)
+
+    def result(a_id: int, batch_id: int, values: dict) -> dict:
+        return {"assignment": a_id, "batch": batch_id, "state": "answered", "label": values.get("label"),
+                "ranking": values.get("ranking"), "duration_ms": values.get("duration_ms")}
+
     def run():
         with db.write() as s:
-            if fast is not None:  # the common case in one statement: an open (or answered) task of the right kind
+            if fast is not None:  # the common case in one statement: an open task of the right kind
                 done = s.execute(update(Assignment).where(
-                    Assignment.id == assignment_id, Assignment.user_id == user_id,
-                    Assignment.state.in_(("open", "answered")),
+                    Assignment.id == assignment_id, Assignment.user_id == user_id, Assignment.state == "open",
                     exists().where(Batch.id == Assignment.batch_id, Batch.kind == kind),
                 ).values(state="answered", answered_at=utcnow(), **fast).returning(Assignment.batch_id)).first()
                 if done is not None:
-                    return {"assignment": assignment_id, "batch": done.batch_id, "state": "answered", **fast}
+                    return result(assignment_id, done.batch_id, fast)
             a = _own(s, assignment_id, user_id)
             batch_kind = s.scalar(select(Batch.kind).where(Batch.id == a.batch_id))
             if batch_kind != kind:
-                raise ValueError(f"assignment {assignment_id} is a {batch_kind} task, not a {kind} task")
+                raise ValueError(f"assignment {assignment_id} is {_article(batch_kind)} task, "
+                                 f"not {_article(kind)} task")
+            values = answer_of(a)
+            if a.state == "answered":
+                if all(getattr(a, column) == value for column, value in values.items() if column != "duration_ms"):
+                    return result(a.id, a.batch_id, {c: getattr(a, c) for c in ("label", "ranking", "duration_ms")})
+                raise Conflict(ANSWERED_ELSEWHERE)
             if a.state in ("expired", "skipped"):
                 _retake(s, a)
-            set_answer(a)
+            for column, value in values.items():
+                setattr(a, column, value)
             a.state = "answered"
             a.answered_at = utcnow()
-            return {"assignment": a.id, "batch": a.batch_id, "state": a.state, "label": a.label, "ranking": a.ranking,
-                    "duration_ms": a.duration_ms}
+            return result(a.id, a.batch_id, values)
 
     return _retry(run)
 
@@ -216,30 +279,26 @@ def _duration(duration_ms) -> int | None:
 
 
 def answer_label(db: Database, assignment_id: int, user_id: int, label: int, duration_ms: int | None = None) -> dict:
-    """Record (or change) the user's availability label, a class index 0..5."""
+    """Record the user's availability label, a class index 0..5 (undo first to change it)."""
     if not isinstance(label, int) or isinstance(label, bool) or not 0 <= label < len(LABELS):
         raise ValueError(f"label={label!r} must be a class index 0..{len(LABELS) - 1} ({', '.join(LABELS)})")
-    duration = _duration(duration_ms)
-
-    def set_answer(a: Assignment) -> None:
-        a.label = label
-        a.duration_ms = duration
-
-    return _answer(db, assignment_id, user_id, "availability", set_answer, {"label": label, "duration_ms": duration})
+    values = {"label": label, "duration_ms": _duration(duration_ms)}
+    return _answer(db, assignment_id, user_id, "availability", lambda a: values)
 
 
 def answer_ranking(db: Database, assignment_id: int, user_id: int, ranking, duration_ms: int | None = None) -> dict:
-    """Record the user's ranking: what they typed ("1423": image numbers as shown, best first) or a
+    """Record the user's ranking: what they typed ("312": image numbers as shown, best first) or a
     list of those numbers. Stored as candidate ids, best first, beside the order shown."""
     duration = _duration(duration_ms)
 
-    def set_answer(a: Assignment) -> None:
+    def answer_of(a: Assignment | None) -> dict | None:
+        if a is None:
+            return None  # the shown order is needed
         order = a.display_order or []
         positions = parse_ranking(ranking, len(order))
-        a.ranking = [order[p] for p in positions]
-        a.duration_ms = duration
+        return {"ranking": [order[p] for p in positions], "duration_ms": duration}
 
-    return _answer(db, assignment_id, user_id, "preference", set_answer)
+    return _answer(db, assignment_id, user_id, "preference", answer_of)
 
 
 def skip(db: Database, assignment_id: int, user_id: int) -> dict:
@@ -248,7 +307,7 @@ def skip(db: Database, assignment_id: int, user_id: int) -> dict:
         with db.write() as s:
             a = _own(s, assignment_id, user_id)
             if a.state == "answered":
-                raise Conflict("this item is answered already; undo first to change the answer")
+                raise Conflict(ANSWERED_ELSEWHERE)
             if a.state == "open":
                 s.execute(update(Task).where(Task.id == a.task_id).values(needed=Task.needed + 1))
             if a.state in ("open", "expired"):

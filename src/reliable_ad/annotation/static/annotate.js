@@ -37,6 +37,29 @@
       el("ul", {}, c.examples.map((x) => el("li", { text: x })))));
   });
 
+  // the guidance panel scrolls inside itself; a fade with "More below" shows while there is more
+  const guideScroll = $("guide-scroll");
+  function updateMore() {
+    const more = guideScroll.scrollTop + guideScroll.clientHeight < guideScroll.scrollHeight - 4;
+    $("guide-more").classList.toggle("hidden", !more);
+  }
+  guideScroll.addEventListener("scroll", updateMore, { passive: true });
+  addEventListener("resize", updateMore);
+  $("guide-more-button").addEventListener("click", () =>
+    guideScroll.scrollBy({ top: guideScroll.clientHeight * 0.8, behavior: "smooth" }));
+
+  // hiding the guidance gives its column to the images; the choice is kept for next time
+  function showGuide(visible) {
+    $("guide").classList.toggle("hidden", !visible);
+    $("work").classList.toggle("no-guide", !visible);
+    try { localStorage.setItem("guidance-hidden", visible ? "" : "1"); } catch (e) { /* private mode */ }
+    if (visible) updateMore();
+  }
+  const toggleGuide = () => showGuide($("guide").classList.contains("hidden"));
+  let guideHidden = false;
+  try { guideHidden = localStorage.getItem("guidance-hidden") === "1"; } catch (e) { /* private mode */ }
+  showGuide(!guideHidden);
+
   function preload(task) {
     for (const url of [task.image_url, task.product_url]) {
       if (!url) continue;
@@ -59,6 +82,7 @@
     $("caption").textContent = current.caption || "(no caption)";
     document.body.dataset.assignment = current.assignment;
     shownAt = performance.now();
+    updateMore();
   }
 
   // new held items from the server: queue them (and preload their images) unless already known
@@ -90,13 +114,14 @@
     show(queue.shift());
   }
 
-  // an answer the server refused for a reason other than "not needed" (409): show the item again
+  // an answer the server refused: a conflict (409: not needed any more, or answered in another tab)
+  // is said and the page moves on; for any other reason the item is shown again
   function restore(task, e) {
-    toast(`Not saved: ${e.message}`, "error");
-    if (e.status === 409) return;
-    answered.delete(task.assignment);
     count = Math.max(0, count - 1);
     showCount();
+    refused(e);
+    if (e.status === 409) return;
+    answered.delete(task.assignment);
     if (current) queue.unshift(current);
     show(task);
   }
@@ -122,7 +147,7 @@
     advance();
     track(send(() => withRetry(() => api.post(`/api/assignments/${task.assignment}/skip`, { next: want })))
       .then((r) => merge(r.tasks))
-      .catch((e) => toast(e.message, "error")));
+      .catch(refused));
   }
 
   function undo() {
@@ -141,15 +166,16 @@
 
   $("undo").addEventListener("click", undo);
   $("skip").addEventListener("click", skip);
-  $("toggle-guide").addEventListener("click", () => $("guide").classList.toggle("hidden"));
+  $("toggle-guide").addEventListener("click", toggleGuide);
   document.addEventListener("keydown", (event) => {
     if (event.ctrlKey || event.metaKey || event.altKey || typingInField(event)) return;
     if (/^[1-6]$/.test(event.key)) { event.preventDefault(); choose(Number(event.key) - 1); }
     else if (event.key === "z" || event.key === "Z" || event.key === "Backspace") { event.preventDefault(); undo(); }
     else if (event.key === "s" || event.key === "S") { event.preventDefault(); skip(); }
-    else if (event.key === "g" || event.key === "G") { $("guide").classList.toggle("hidden"); }
+    else if (event.key === "g" || event.key === "G") { toggleGuide(); }
   });
 
   await track(send(fill).catch((e) => toast(e.message, "error")));
+  keepHold(() => send(fill).catch(() => {}));
   document.body.dataset.ready = "1";
 })();

@@ -83,6 +83,41 @@ function toast(message, kind) {
   toastTimer = setTimeout(() => { box.className = "toast"; }, kind === "error" ? 5000 : 1800);
 }
 
+// A message that stays until dismissed, under the header; with `reload`, a button to reload.
+function notice(message, { reload = false } = {}) {
+  let box = document.getElementById("notice");
+  if (!box) {
+    box = el("div", { id: "notice", class: "notice", role: "alert" });
+    const header = document.querySelector("header.bar");
+    if (header) header.after(box); else document.body.prepend(box);
+  }
+  box.replaceChildren(el("span", { class: "message", text: message }),
+    reload ? el("button", { type: "button", text: "Reload", onclick: () => location.reload() }) : null,
+    el("button", { type: "button", class: "link", text: "Dismiss", onclick: () => box.remove() }));
+}
+
+// An answer or skip the server refused, said so that it is seen: one given in another tab already
+// needs a reload (a notice that stays); anything else is a passing message.
+function refused(e) {
+  if (e.status === 409 && /another tab/.test(e.message)) notice(`Not saved: ${e.message}`, { reload: true });
+  else toast(`Not saved: ${e.message}`, "error");
+}
+
+// Keep the items this page holds while its user works. The server lets an item go back to the queue
+// after a short hold (two minutes) unless the page asks again; it asks every `everyMs` while the
+// page is visible and there was input in the last `idleMs`. A page opened and left alone does not
+// ask, so it keeps nothing from other annotators for long.
+function keepHold(renew, { everyMs = 30000, idleMs = 90000 } = {}) {
+  let lastInput = -Infinity;
+  const seen = () => { lastInput = Date.now(); };
+  for (const type of ["keydown", "pointerdown", "pointermove", "wheel", "touchstart"]) {
+    addEventListener(type, seen, { capture: true, passive: true });
+  }
+  return setInterval(() => {
+    if (!document.hidden && Date.now() - lastInput < idleMs) renew();
+  }, everyMs);
+}
+
 function pathId() {
   const parts = location.pathname.split("/").filter(Boolean);
   return Number(parts[parts.length - 1]);

@@ -61,6 +61,15 @@
     }));
   }
 
+  // the keys to press, for the number of images shown: "1–3", an example "312" (commas past 9)
+  function describeKeys(n) {
+    const example = [n, ...Array.from({ length: n - 1 }, (_, i) => i + 1)].join(n > 9 ? "," : "");
+    const keys = n > 9 ? `the numbers 1–${n}, separated by commas,` : `1–${n}`;
+    $("rank-hint").replaceChildren(`Drag the small images into order, or press ${keys} in order of preference, `
+      + "best first (for example ", el("b", { text: example }), "), and press Enter.");
+    $("typed").placeholder = `e.g. ${example}`;
+  }
+
   function show(task) {
     current = task || null;
     $("workspace").classList.toggle("hidden", !current);
@@ -72,6 +81,7 @@
     $("candidates").replaceChildren(...current.candidates.map((c) =>
       el("div", { class: "candidate" }, el("img", { src: c.url, alt: `image ${c.number}` }), el("span", { class: "num", text: String(c.number) }))));
     order = current.candidates.map((c) => c.number);
+    describeKeys(current.candidates.length);
     $("typed").value = "";
     renderRanking();
     document.body.dataset.assignment = current.assignment;
@@ -123,12 +133,14 @@
     show(queue.shift());
   }
 
-  // an answer the server refused for a reason other than "not needed" (409): show the item again
+  // an answer the server refused: a conflict (409: not needed any more, or answered in another tab)
+  // is said and the page moves on; for any other reason the set is shown again
   function restore(task, e) {
-    toast(`Not saved: ${e.message}`, "error");
+    count = Math.max(0, count - 1);
+    showCount();
+    refused(e);
     if (e.status === 409) return;
     answered.delete(task.assignment);
-    count = Math.max(0, count - 1);
     if (current) queue.unshift(current);
     show(task);
   }
@@ -162,7 +174,7 @@
     advance();
     track(send(() => withRetry(() => api.post(`/api/assignments/${task.assignment}/skip`, { next: want })))
       .then((r) => merge(r.tasks))
-      .catch((e) => toast(e.message, "error")));
+      .catch(refused));
   }
 
   function undo() {
@@ -189,5 +201,6 @@
   });
 
   await track(send(fill).catch((e) => toast(e.message, "error")));
+  keepHold(() => send(fill).catch(() => {}));
   document.body.dataset.ready = "1";
 })();
