@@ -500,3 +500,61 @@ def test_real_products(name):
     np.testing.assert_array_equal(out[opaque], prepared.image[opaque])
     np.testing.assert_array_equal(out[prepared.alpha == 0], generated[prepared.alpha == 0])
     json.dumps(prepared.placement.to_dict())
+
+
+# ----------------------------------------------------------------------------------------------
+# Regressions: faint shadows and tiny images
+# ----------------------------------------------------------------------------------------------
+
+
+def shadowed_product() -> Product:
+    """An opaque 100x50 box (x 30..130, y 40..90) with a faint (alpha 40) drop shadow 20 px right and below."""
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(20, 230, (140, 180, 3), dtype=np.uint8)
+    alpha = np.zeros((140, 180), np.uint8)
+    alpha[50:110, 40:150] = 40  # the shadow, partly under the product
+    alpha[40:90, 30:130] = 255
+    return product_from_arrays(rgb, alpha, source="shadowed")
+
+
+def test_faint_shadow_stays_out_of_the_box_unless_kept():
+    from reliable_ad.generation.config import ProductConfig
+
+    product = shadowed_product()
+    placed = place_product(product, 128, 0.75)  # the authors' rule: the box of alpha >= 128
+    assert placed.placement.box == (30, 40, 130, 90)
+    x0, y0, x1, y1 = product_box(placed.alpha, 128)
+    assert x1 - x0 == round(0.75 * 128)  # the opaque product gets the full scale
+    assert product_box(placed.alpha) == (x0, y0, x1, y1)  # the shadow outside the box is cut off
+    kept = place_product(product, 128, 0.75, box_alpha_threshold=1)  # 1: the shadow is part of the box
+    assert kept.placement.box == (30, 40, 150, 110)
+    kx0, _, kx1, _ = product_box(kept.alpha, 128)
+    assert kx1 - kx0 < 0.85 * (x1 - x0)  # the product itself came out smaller
+    prepared = prepare_product(product, 128, 0.75)
+    assert prepared.placement.box == (30, 40, 130, 90)
+    assert prepare_product(product, 128, 0.75, box_alpha_threshold=1).placement.box == (30, 40, 150, 110)
+    # nothing at the threshold (a glassy product): the box holds every product pixel
+    glassy = product_from_arrays(product.rgb, np.minimum(product.alpha, 100), source="glass")
+    assert place_product(glassy, 128, 0.75).placement.box == (30, 40, 150, 110)
+    with pytest.raises(ValueError, match="box_alpha_threshold must be in 1..255, got 0"):
+        place_product(product, 128, 0.75, box_alpha_threshold=0)
+    assert ProductConfig().box_alpha_threshold == 128
+    with pytest.raises(ValueError, match=r"product.box_alpha_threshold=300 must be in 1..255"):
+        ProductConfig(box_alpha_threshold=300)
+
+
+@pytest.mark.parametrize("name,array", [
+    ("one.png", np.full((1, 1, 3), 40, np.uint8)),  # 1x1, no alpha
+    ("one_rgba.png", np.full((1, 1, 4), 255, np.uint8)),  # 1x1, opaque
+    ("seven.png", np.full((7, 7, 4), (40, 40, 40, 255), np.uint8)),  # 7x7, opaque: "no background" before
+])
+def test_tiny_image_is_too_small_not_empty(tmp_path, name, array):
+    Image.fromarray(array).save(tmp_path / name)
+    message = assert_error(tmp_path / name, name, "too small", ">= 64 pixels", ">= 8 px", "larger image")
+    assert "empty" not in message and "no background" not in message
+
+
+def test_product_of_specks_on_white_is_too_small_not_empty(tmp_path):
+    Image.fromarray(on_white(100, 100, (40, 40, 43, 43))).save(tmp_path / "speck.png")  # 3x3 px: a speck
+    message = assert_error(tmp_path / "speck.png", "speck.png", "too small", "specks", ">= 64 pixels", "larger image")
+    assert "empty" not in message

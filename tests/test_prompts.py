@@ -254,3 +254,29 @@ def test_get_preset(tmp_path, reference):
         get_preset("brigth-indoor")
     with pytest.raises(ValueError, match=r"absent\.yaml does not exist"):
         get_preset(tmp_path / "absent.yaml")
+
+
+# --- background slots (what defect-aware retries step) --------------------------------------------
+
+
+def test_background_slots_declared_validated_and_set_for_the_authors_format(tmp_path):
+    builtins = builtin_presets()
+    assert builtins["minimal-wall-color"].background_slots == ("wall_color",)
+    assert builtins["synthad"].background_slots == ("wall_color", "surface")  # not the clutter level
+    assert builtins["bright-indoor"].background_slots == ()
+    text = "presets:\n  a: {prompt: 'a {wall} wall, {mess}', image_scale: 1, slots: {wall: [w], mess: [m]},\n" \
+           "      background_slots: [wall]}\n"
+    assert load_presets(write(tmp_path, "bg.yaml", text))["a"].background_slots == ("wall",)
+    theirs = [{"prompt": "a {} wall", "image_scale": 0.7, "flag": 1}, {"prompt": "plain", "image_scale": 0.7}]
+    presets = load_presets(write(tmp_path, "theirs.json", json.dumps(theirs)))
+    assert presets["preset_0"].background_slots == ("wall_color",) and presets["preset_1"].background_slots == ()
+    with pytest.raises(ValueError, match=r"background slot 'floor' is not a declared slot.*declare it under `slots`"):
+        preset(slots={"color": ["red"]}, background_slots=("floor",))
+    with pytest.raises(ValueError, match=r"background_slots='color' must be a list of slot names"):
+        preset(slots={"color": ["red"]}, background_slots="color")
+
+
+def test_presets_file_reads_exponent_floats(tmp_path):
+    # PyYAML alone reads 75e-2 as the string "75e-2" (YAML 1.1); every command reads it as a number
+    presets = load_presets(write(tmp_path, "exp.yaml", "presets:\n  a: {prompt: x, image_scale: 75e-2}\n"))
+    assert presets["a"].image_scale == 0.75

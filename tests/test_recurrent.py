@@ -103,7 +103,7 @@ def _outcome(k, label, variation=None):
 def test_defect_aware_policy_changes_what_the_defect_names():
     cfg = RecurrentConfig(retry_policy="defect_aware", scale_steps=(0.5, 2.0))
     slots = {"wall_color": ("beige", "cream", "silver")}
-    kw = dict(run_seed=0, config=cfg, base_scale=0.78, slots=slots, base_slot_values={"wall_color": "beige"})
+    kw = dict(run_seed=0, config=cfg, base_scale=0.78, slots=slots, previous_slot_values={"wall_color": "beige"})
     a1 = plan_attempt("p", 1, [_outcome(0, "Size Mismatch")], **kw)
     assert a1.variation == {"image_scale": 0.39}
     a2 = plan_attempt("p", 2, [_outcome(0, "Size Mismatch"), _outcome(1, "Size Mismatch", a1.variation)], **kw)
@@ -117,6 +117,50 @@ def test_defect_aware_policy_changes_what_the_defect_names():
     alt = plan_attempt("p", 1, [_outcome(0, "Indistinctiveness")], **{**kw, "slots": {},
                        "config": RecurrentConfig(retry_policy="defect_aware", alternate_presets=("soft-outdoor",))})
     assert alt.variation == {"preset": "soft-outdoor"}
+
+
+def test_run_config_is_validated_as_a_whole_before_the_job():
+    from reliable_ad.generation.config import GenerateConfig
+    from reliable_ad.recurrent.config import validate_run_config
+
+    validate_run_config(RunConfig())
+    with pytest.raises(ValueError, match=r"alternate_presets: unknown prompt preset 'nope'; built-in presets are"):
+        validate_run_config(RunConfig(recurrent=RecurrentConfig(alternate_presets=("soft-outdoor", "nope"))))
+    with pytest.raises(ValueError, match=r"unknown prompt preset 'nope'"):
+        validate_run_config(RunConfig(generation=GenerateConfig(preset="nope")))
+    with pytest.raises(ValueError, match=r"inspect_batch_size=0 must be >= 1"):
+        validate_run_config(RunConfig(inspect_batch_size=0))
+
+
+def test_defect_aware_steps_background_slots_from_the_values_the_failing_attempt_used():
+    from reliable_ad.generation.prompts import get_preset
+
+    preset = get_preset("synthad")  # slots: wall_color, surface (background) and clutter (not)
+    assert preset.background_slots == ("wall_color", "surface")
+    background = {n: v for n, v in preset.slots.items() if n in preset.background_slots}
+    cfg = RecurrentConfig(retry_policy="defect_aware")
+    kw = dict(run_seed=0, config=cfg, base_scale=preset.image_scale, slots=background)
+    # the failing attempt drew values other than the ones render(0) picks
+    seed = next(s for s in range(1, 100) if preset.render(s).slot_values["wall_color"]
+                != preset.render(0).slot_values["wall_color"])
+    used = preset.render(seed).slot_values
+    a1 = plan_attempt("p", 1, [_outcome(0, "Indistinctiveness")], previous_slot_values=used, **kw)
+    after = lambda name, value: preset.slots[name][(preset.slots[name].index(value) + 1) % len(preset.slots[name])]  # noqa: E731
+    assert a1.variation["slot_values"] == {"wall_color": after("wall_color", used["wall_color"]),
+                                           "surface": after("surface", used["surface"])}
+    # the clutter slot is not the policy's to change: the next render draws it from the attempt's seed
+    rendered = preset.render(a1.seed, slot_values=a1.variation["slot_values"])
+    assert rendered.slot_values["clutter"] == preset.render(a1.seed).slot_values["clutter"]
+    # the next step continues from what attempt 1 used, not from render(0)
+    used1 = rendered.slot_values
+    a2 = plan_attempt("p", 2, [_outcome(0, "Indistinctiveness"), _outcome(1, "Indistinctiveness", a1.variation)],
+                      previous_slot_values=used1, **kw)
+    assert a2.variation["slot_values"] == {"wall_color": after("wall_color", used1["wall_color"]),
+                                           "surface": after("surface", used1["surface"])}
+    # a preset without background slots changes no slot (and moves to an alternate preset if one is given)
+    plain = plan_attempt("p", 1, [_outcome(0, "Indistinctiveness")], previous_slot_values=used,
+                         **{**kw, "slots": {}})
+    assert plain.variation == {}
 
 
 # --- the run job on the tiny generator, judged by fakes -------------------------------------------

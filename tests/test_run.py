@@ -108,7 +108,7 @@ def test_bad_products_are_recorded_and_the_batch_goes_on(tiny_checkpoint, produc
     s = run_generate(inputs, _cfg(), out, progress=False)
     assert s.written == 1 and set(s.failed_products) == set(paths[1:])
     errors = [r for r in read_jsonl(out / "manifest.jsonl") if r.get("error")]
-    assert {r["product"] for r in errors} == set(paths[1:])
+    assert {r["product_source"] for r in errors} == {os.path.abspath(p) for p in paths[1:]}
     run_generate(inputs, _cfg(), out, progress=False)  # the same failures are not recorded twice
     assert len([r for r in read_jsonl(out / "manifest.jsonl") if r.get("error")]) == 3
 

@@ -2,13 +2,15 @@
 
 `from_dict` builds a dataclass tree from plain data and refuses unknown keys (a typo in a config file
 is an error naming the key and the keys that exist), `to_dict` goes back, `load_config_file` reads
-YAML or JSON.
+YAML or JSON. `load_yaml` is the one YAML reader of every command (configs, presets files, `--set`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -80,6 +82,47 @@ def merge_dicts(base: dict, override: dict) -> dict:
     return out
 
 
+# PyYAML follows YAML 1.1, where a float needs a dot: `1e-5` would be the string "1e-5". YAML 1.2 (and
+# JSON) read it as a number; so do we, in every command.
+_EXPONENT_FLOAT = re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+
+
+@functools.lru_cache(maxsize=1)
+def _yaml_loader():
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        """SafeLoader that reads exponent floats without a dot and refuses duplicate keys."""
+
+    def unique_mapping(loader, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = loader.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (each key may appear once)",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return loader.construct_mapping(node, deep)
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789"))
+    Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, unique_mapping)
+    return Loader
+
+
+def load_yaml(text: str) -> Any:
+    """Parse YAML safely: plain scalars like ``1e-5`` are floats (as in YAML 1.2 and JSON, not the strings
+    PyYAML makes of them) and a key given twice in one mapping is an error (PyYAML keeps the last).
+
+    Raises ``ValueError`` describing the problem and where it is in the text.
+    """
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=_yaml_loader())  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        raise ValueError(f"invalid YAML: {e}") from None
+
+
 def load_config_file(path: str | Path) -> dict:
     """Read a YAML or JSON mapping; errors name the file and what is wrong with it."""
     path = Path(path)
@@ -87,13 +130,8 @@ def load_config_file(path: str | Path) -> dict:
         raise ValueError(f"config file {str(path)!r} does not exist; pass an existing .yaml or .json file")
     text = path.read_text(encoding="utf-8")
     try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            import yaml
-
-            data = yaml.safe_load(text)
-    except Exception as e:  # noqa: BLE001 - re-raised with the file name
+        data = json.loads(text) if path.suffix.lower() == ".json" else load_yaml(text)
+    except ValueError as e:  # json.JSONDecodeError is a ValueError too
         raise ValueError(f"config file {str(path)!r} could not be parsed: {e}") from e
     if data is None:
         return {}

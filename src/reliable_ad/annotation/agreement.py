@@ -11,6 +11,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import combinations
 
+from reliable_ad.data.records import uncertainty as record_uncertainty
+
 __all__ = [
     "cohen_kappa", "fleiss_kappa", "majority", "mean_ranks", "pairwise_wins", "wilson_interval",
     "uncertainty", "parse_ranking", "json_safe",
@@ -128,25 +130,14 @@ def pairwise_wins(rankings: Iterable[Sequence[str]]) -> list[dict]:
 
 
 def uncertainty(verdict: Mapping | None) -> float | None:
-    """RFNet's uncertainty about one image in [0, 1], from an inspected run's verdict: the entropy
-    of ``probs`` divided by its maximum, else the binary entropy of ``p_available``; None when the
-    verdict has neither."""
+    """RFNet's uncertainty about one image in [0, 1], from a record's verdict (``probs`` keyed by class
+    as `run` and `inspect` write it, or a list in class order); see :func:`reliable_ad.data.records.uncertainty`."""
     if not isinstance(verdict, Mapping):
         return None
     probs = verdict.get("probs")
-    if isinstance(probs, (list, tuple)) and len(probs) >= 2 and all(_is_number(p) for p in probs):
-        total = float(sum(probs))
-        if total > 0:
-            ps = [float(p) / total for p in probs]
-            return -sum(p * math.log(p) for p in ps if p > 0) / math.log(len(ps))
-    p = verdict.get("p_available")
-    if _is_number(p) and 0.0 <= p <= 1.0:
-        return -sum(q * math.log2(q) for q in (float(p), 1.0 - float(p)) if q > 0)
-    return None
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    if isinstance(probs, Mapping):
+        probs = list(probs.values())
+    return record_uncertainty(probs if isinstance(probs, (list, tuple)) else None, verdict.get("p_available"))
 
 
 def parse_ranking(value: str | Sequence[int], n: int) -> list[int]:

@@ -11,19 +11,19 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import random
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import insert, select
 
-from reliable_ad.annotation.agreement import uncertainty
 from reliable_ad.annotation.config import QUEUE_ORDERS
 from reliable_ad.annotation.db import Database
 from reliable_ad.annotation.guidance import label_index
 from reliable_ad.annotation.models import Batch, Candidate, Task
+from reliable_ad.data.records import ManifestRecord, RecordError
 
 logger = logging.getLogger(__name__)
 
@@ -119,29 +119,42 @@ class _Files:
         return path.name in self._names[folder]
 
 
-def _image_file(value, base: Path, files: _Files, what: str, *, inside: bool,
-                fallback: Path | None = None) -> Path | str:
-    """An existing image file named by a record, or a problem message. ``inside``: it must lie in
-    ``base`` (a generated image belongs to its run folder: no ``..`` out of it, no absolute path)."""
+_BAD_NAME = re.compile(r"[\x00-\x1f\x7f#]")
+
+
+def check_file_name(rel: str, what: str) -> str | None:
+    """A problem message when a path cannot be written into a label file safely (a tab or newline
+    would split its row, ``#`` starts a comment in label files), else None."""
+    if _BAD_NAME.search(rel):
+        bad = sorted({repr(c)[1:-1] for c in _BAD_NAME.findall(rel)})
+        return (f"{what} {rel[:120]!r} has {', '.join(bad)} in its name, which label files cannot hold; "
+                "rename the file")
+    return None
+
+
+def _inside(path: Path, roots: list[Path]) -> bool:
+    return any(path.is_relative_to(r) for r in roots)
+
+
+def _image_file(value, base: Path, files: _Files, what: str, roots: list[Path]) -> Path | str:
+    """An existing image file named by a record (relative to ``base``), or a problem message. The
+    path is resolved (symlinks followed) and must lie under one of ``roots`` (the imported folder, and
+    the folders an admin allowed with ``--allow-root``): nothing outside is imported or served."""
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_PATH or "\x00" in value:
         return f"{what!r} must be a file path string, got {str(value)[:80]!r}"
-    given = Path(value)
-    if given.is_absolute():
-        if inside:
-            return f"{what} {value!r} must be relative to its folder, not absolute"
-        candidates = [given]
-    else:
-        candidates = [base / given] + ([fallback / given] if fallback is not None else [])
-    root = base.resolve()
-    for candidate in candidates:
-        path = candidate.resolve()
-        if inside and not path.is_relative_to(root):
-            return f"{what} {value!r} leaves the folder {base}; paths must stay inside it"
-        if path.suffix.lower() not in IMAGE_EXTENSIONS:
-            return f"{what} {value!r} is not an image ({', '.join(IMAGE_EXTENSIONS)})"
-        if files.exists(path):
-            return path
-    return f"{what} {value!r} not found (looked in {', '.join(str(c.parent) for c in candidates)})"
+    given = Path(value).expanduser()
+    candidate = given if given.is_absolute() else base / given
+    path = candidate.resolve()
+    if not _inside(path, roots):
+        allowed = ", ".join(str(r) for r in roots)
+        link = Path(os.path.normpath(candidate.absolute())) != path
+        return (f"{what} {value!r} {'links to' if link else 'is'} {path}, which leaves the folder {allowed}; only "
+                "files inside it are imported: copy the file in, or name its folder with --allow-root DIR")
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        return f"{what} {value!r} is not an image ({', '.join(IMAGE_EXTENSIONS)})"
+    if not files.exists(path):
+        return f"{what} {value!r} not found (looked in {candidate.parent})"
+    return path
 
 
 def _text(value, what: str, limit: int = MAX_TEXT) -> str:
@@ -154,42 +167,45 @@ def _text(value, what: str, limit: int = MAX_TEXT) -> str:
     return value
 
 
-def _manifest_task(record: dict, run_dir: Path, files: _Files) -> dict | str:
-    """A task row from one manifest record, or a problem message."""
-    image = _image_file(record.get("image"), run_dir, files, "image", inside=True)
+def _manifest_task(obj: dict, run_dir: Path, files: _Files, roots: list[Path]) -> dict | str:
+    """A task row from one manifest line (a :class:`ManifestRecord`), or a problem message."""
+    try:
+        record = ManifestRecord.from_json(obj)
+    except RecordError as e:
+        return str(e)
+    root = run_dir.resolve()
+    image = _image_file(record.image, run_dir, files, "image", [root])
     if isinstance(image, str):
         return image
+    key = image.relative_to(root).as_posix()
+    bad = check_file_name(key, "image")
+    if bad:
+        return bad
     product = None
-    if record.get("product") is not None:
-        product = _image_file(record["product"], run_dir, files, "product", inside=False, fallback=Path.cwd())
+    if record.product is not None:
+        where = record.resolve(run_dir, "product")  # schema 1: relative to the cwd of the old run
+        product = _image_file(str(where), run_dir, files, "product", [root, *roots])
         if isinstance(product, str):
             return product
     try:
-        caption = _text(record.get("caption"), "caption")
-        product_id = _text(record.get("product_id") or str(record.get("product_hash") or "")[:16]
+        caption = _text(record.caption, "caption")
+        product_id = _text(record.product_id or (record.product_hash or "")[:16]
                            or (product or image).stem, "product_id", 255)
-        meta = {k: record[k] for k in META_KEYS if k in record}
+        meta = {k: getattr(record, k) for k in META_KEYS if getattr(record, k) is not None}
         if len(json.dumps(meta, default=str)) > MAX_META:
             raise ValueError(f"prompt and settings take over {MAX_META:,} characters")
     except ValueError as e:
         return str(e)
     reference = None
-    if record.get("label") is not None:
-        reference = label_index(record["label"])
+    if record.label is not None:
+        reference = label_index(record.label)
         if reference is None:
-            return f"label {record['label']!r} is not 0..5 or a class name"
+            return f"label {record.label!r} is not 0..5 or a class name"
     rfnet_label, probs, unsure = None, None, None
-    verdict = record.get("verdict")
-    if verdict is not None:
-        if not isinstance(verdict, dict):
-            return f"'verdict' must be an object, got {type(verdict).__name__}"
-        rfnet_label = label_index(verdict.get("label_index", verdict.get("label")))
-        probs = verdict.get("probs")
-        if probs is not None and not (isinstance(probs, list) and len(probs) <= 16 and all(
-                isinstance(p, (int, float)) and not isinstance(p, bool) and math.isfinite(p) for p in probs)):
-            return f"verdict probs {str(probs)[:80]} must be a list of at most 16 numbers"
-        unsure = uncertainty(verdict)
-    key = image.relative_to(run_dir.resolve()).as_posix()
+    if record.verdict is not None:
+        rfnet_label = label_index(record.verdict.label_index)
+        probs = list(record.verdict.probs.values())
+        unsure = record.verdict.uncertainty
     return {
         "key": key, "image_path": str(image), "product_path": str(product) if product else None,
         "product_id": product_id, "caption": caption, "meta": meta, "reference_label": reference,
@@ -209,16 +225,19 @@ def _run_manifest(path: str | os.PathLike) -> tuple[Path, Path]:
     raise FileNotFoundError(f"{p} does not exist")
 
 
-def read_run(path: str | os.PathLike, limits: Limits, problems: list[str]) -> tuple[list[dict], int]:
-    """Task rows of a generation run (one per generated image) and the number of failed generations."""
+def read_run(path: str | os.PathLike, limits: Limits, problems: list[str],
+             allow_roots: list[Path] | None = None) -> tuple[list[dict], int]:
+    """Task rows of a generation run (one per generated image) and the number of failed items.
+    Every file must lie inside the run folder or under ``allow_roots``."""
     run_dir, manifest = _run_manifest(path)
+    roots = [Path(r).resolve() for r in allow_roots or ()]
     files = _Files()
     rows, seen, failed = [], {}, 0
     for line_no, record in _read_jsonl(manifest, limits, problems):
         if record.get("error"):
             failed += 1
             continue
-        row = _manifest_task(record, run_dir, files)
+        row = _manifest_task(record, run_dir, files, roots)
         if isinstance(row, str):
             problems.append(f"{manifest}:{line_no}: {row}")
         elif row["key"] in seen:
@@ -226,12 +245,14 @@ def read_run(path: str | os.PathLike, limits: Limits, problems: list[str]) -> tu
             problems.append(f"{manifest}:{line_no}: image {row['key']!r} is listed again (first on line {first})")
         else:
             seen[row["key"]] = line_no
-            row["seed_key"] = (record.get("product_hash") or row["product_id"], record.get("seed"))
+            seed = record.get("seed")
+            row["seed_key"] = (record.get("product_hash") or row["product_id"], seed if isinstance(seed, int) else None)
             rows.append(row)
     return rows, failed
 
 
-def read_rf1m_folder(root: str | os.PathLike, limits: Limits, problems: list[str]) -> list[dict]:
+def read_rf1m_folder(root: str | os.PathLike, limits: Limits, problems: list[str],
+                     allow_roots: list[Path] | None = None) -> list[dict]:
     """Task rows of an RF1M-style folder, read by RFNet's own reader; its labels become reference labels."""
     from reliable_ad.rfnet.data import LABEL_FILE_NAMES, read_rf1m
 
@@ -246,21 +267,31 @@ def read_rf1m_folder(root: str | os.PathLike, limits: Limits, problems: list[str
         raise ImportRejected(str(label_file), [f"{label_file}: more than {limits.max_records:,} records; "
                                                "split the file, or raise --max-import-records"])
     rows, resolved_root = [], root.resolve()
+    roots = [resolved_root, *(Path(r).resolve() for r in allow_roots or ())]
+    files = _Files()
     for sample in result.samples:
-        image = Path(sample.image).resolve()
         where = sample.source.replace(label_file.name, str(label_file), 1)
-        if not image.is_relative_to(resolved_root):
-            problems.append(f"{where}: image {sample.image!r} leaves the folder {root}")
+        image = _image_file(sample.image, root, files, "image", [resolved_root])
+        if isinstance(image, str):
+            problems.append(f"{where}: {image}")
             continue
-        if image.suffix.lower() not in IMAGE_EXTENSIONS:
-            problems.append(f"{where}: {sample.image!r} is not an image ({', '.join(IMAGE_EXTENSIONS)})")
+        product = None
+        if sample.product is not None:
+            product = _image_file(sample.product, root, files, "product", roots)
+            if isinstance(product, str):
+                problems.append(f"{where}: {product}")
+                continue
+        bad = check_file_name(image.relative_to(resolved_root).as_posix(), "image")
+        if bad:
+            problems.append(f"{where}: {bad}")
             continue
         if len(sample.caption) > MAX_TEXT:
             problems.append(f"{where}: caption has {len(sample.caption):,} characters; at most {MAX_TEXT:,}")
             continue
         rows.append({
             "key": image.relative_to(resolved_root).as_posix(), "image_path": str(image),
-            "product_path": sample.product, "product_id": sample.product_id[:255], "caption": sample.caption,
+            "product_path": str(product) if product else None, "product_id": sample.product_id[:255],
+            "caption": sample.caption,
             "meta": {}, "reference_label": sample.label, "rfnet_label": None, "rfnet_probs": None,
             "uncertainty": None,
         })
@@ -306,8 +337,11 @@ def _shuffle_key(key: str) -> float:
 
 def import_availability(db: Database, source: str | os.PathLike, *, name: str | None = None, k: int = 2,
                         order: str = "sequential", limits: Limits | None = None,
-                        skip_problems: bool = False) -> ImportSummary:
-    """Import one generation run (its manifest) or an RF1M-style folder as an availability batch."""
+                        skip_problems: bool = False, allow_roots: list[str | os.PathLike] | None = None,
+                        ) -> ImportSummary:
+    """Import one generation run (its manifest) or an RF1M-style folder as an availability batch.
+
+    Files must lie inside the imported folder (after following links) or under ``allow_roots``."""
     limits = limits or Limits()
     src = Path(source)
     if not src.exists():
@@ -319,10 +353,14 @@ def import_availability(db: Database, source: str | os.PathLike, *, name: str | 
     problems: list[str] = []
     failed = 0
     if (src.is_dir() and (src / MANIFEST).is_file()) or src.is_file():
-        rows, failed = read_run(src, limits, problems)
+        rows, failed = read_run(src, limits, problems, allow_roots)
     else:
-        rows = read_rf1m_folder(src, limits, problems)
+        rows = read_rf1m_folder(src, limits, problems, allow_roots)
     _finish_problems(str(src), problems, skip_problems)
+    if not rows:  # never an empty batch that annotators would then see
+        shown = "".join(f"\n  {p}" for p in problems[:5])
+        raise ValueError(f"{src} holds no image that can be imported ({len(problems)} with problems, {failed} failed "
+                         f"item(s)); nothing was imported{shown}")
     with db.write() as s:
         batch = _batch(s, name, "availability", str(src.resolve()), k, order)
         present = set(s.scalars(select(Task.key).where(Task.batch_id == batch.id)))
@@ -339,7 +377,8 @@ def import_availability(db: Database, source: str | os.PathLike, *, name: str | 
 
 def import_preference(db: Database, runs: list[str | os.PathLike], *, methods: list[str] | None = None,
                       name: str | None = None, k: int = 2, limits: Limits | None = None,
-                      skip_problems: bool = False) -> ImportSummary:
+                      skip_problems: bool = False, allow_roots: list[str | os.PathLike] | None = None,
+                      ) -> ImportSummary:
     """Import runs of different methods (same products, same seeds) as a preference batch: each
     product and seed found in two or more runs becomes one set to rank."""
     limits = limits or Limits()
@@ -358,7 +397,7 @@ def import_preference(db: Database, runs: list[str | os.PathLike], *, methods: l
     groups: dict[tuple, dict] = {}
     n_images = 0
     for method, run_dir in zip(methods, dirs, strict=True):
-        rows, _ = read_run(run_dir, limits, problems)
+        rows, _ = read_run(run_dir, limits, problems, allow_roots)
         for row in rows:
             product_key, seed = row["seed_key"]
             if seed is None:

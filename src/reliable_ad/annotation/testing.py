@@ -4,13 +4,13 @@ manifest in the format `reliable-ad generate` writes (with an `inspect` verdict 
 from __future__ import annotations
 
 import io
-import json
 import random
 from pathlib import Path
 
 from PIL import Image, ImageDraw
 
 from reliable_ad.annotation.guidance import LABELS
+from reliable_ad.data.records import ManifestRecord
 
 
 def _png(size: int, color: tuple[int, int, int], seed: int, *, product: bool = False) -> bytes:
@@ -37,12 +37,15 @@ def make_run(folder: str | Path, n_products: int = 3, per_product: int = 2, *, s
     Images of product p, attempt a carry seed ``1000 * p + a`` whatever the run's ``seed``, like
     runs of different methods made with the same seeds; ``seed`` changes the pixels only.
     ``verdicts`` adds RFNet verdicts (random, fixed by ``seed``); ``failed`` adds failed-generation
-    records. Products go to ``products_dir`` (shared between runs) or ``<folder>/products``.
+    records. Products are drawn into ``products_dir`` (shared between runs) when given, and each run
+    keeps its own copy in ``<folder>/products`` as `generate` and `run` do; records are written through
+    the runs' own record class (schema 2: paths relative to the run folder).
     """
     folder = Path(folder)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     products = Path(products_dir) if products_dir else folder / "products"
     products.mkdir(parents=True, exist_ok=True)
+    (folder / "products").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     records = []
     for p in range(n_products):
@@ -50,12 +53,16 @@ def make_run(folder: str | Path, n_products: int = 3, per_product: int = 2, *, s
         product = products / f"prod_{p}.png"
         if not product.exists():
             product.write_bytes(_png(size, color, p, product=True))
+        own = folder / "products" / product.name
+        if not own.exists():
+            own.write_bytes(product.read_bytes())
         caption = captions[p % len(captions)] if captions else f"a bottle of colour {p}"
         for a in range(per_product):
             name = f"images/prod_{p}-{p:08x}_{a:03d}.png"
             (folder / name).write_bytes(_png(size, color, seed * 7919 + p * 31 + a))
             record = {
-                "image": name, "product": str(product.resolve()), "product_hash": f"{p:08x}" * 8,
+                "image": name, "product": f"products/{product.name}", "product_source": str(product.resolve()),
+                "product_hash": f"{p:08x}" * 8,
                 "product_id": f"prod_{p}-{p:08x}", "caption": caption, "preset": "test",
                 "prompt": "An item sitting on a wooden table", "seed": 1000 * p + a, "attempt": a, "error": None,
             }
@@ -63,13 +70,14 @@ def make_run(folder: str | Path, n_products: int = 3, per_product: int = 2, *, s
                 raw = [rng.random() ** 3 for _ in range(5)]
                 probs = [x / sum(raw) for x in raw]
                 top = max(range(5), key=probs.__getitem__)
-                record["verdict"] = {"label": LABELS[top], "label_index": top, "probs": probs, "p_available": probs[0]}
-            records.append(record)
+                record["verdict"] = {"label": LABELS[top], "label_index": top, "p_available": probs[0],
+                                     "probs": dict(zip(LABELS, probs))}
+            records.append(ManifestRecord.from_json(record))
     for i in range(failed):
-        records.append({"product": f"missing_{i}.png", "error": "product image has no foreground"})
+        records.append(ManifestRecord(product_source=f"missing_{i}.png", error="product image has no foreground"))
     with open(folder / "manifest.jsonl", "w", encoding="utf-8") as f:
         for r in records:
-            f.write(json.dumps(r) + "\n")
+            f.write(r.to_line())
     return folder
 
 

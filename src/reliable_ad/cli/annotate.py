@@ -69,6 +69,9 @@ def add_parser(sub) -> None:
     i.add_argument("--methods", nargs="+", metavar="NAME",
                    help="with --preference: a name per run (default: folder names)")
     i.add_argument("--skip-problems", action="store_true", help="import the valid records and list the others")
+    i.add_argument("--allow-root", action="append", metavar="DIR",
+                   help="also import files under DIR (repeatable); by default every image and product must lie "
+                        "inside the imported folder, links followed")
     i.add_argument("--max-import-bytes", type=int, help="refuse larger manifest or label files (default 512 MiB)")
     i.add_argument("--max-import-records", type=int, help="refuse more records (default 2,000,000)")
     i.set_defaults(func=run_import)
@@ -116,10 +119,12 @@ def run_import(args: argparse.Namespace) -> int:
     try:
         if args.preference:
             summaries = [import_preference(db, args.paths, methods=args.methods, name=args.name, k=config.k,
-                                           limits=limits, skip_problems=args.skip_problems)]
+                                           limits=limits, skip_problems=args.skip_problems,
+                                           allow_roots=args.allow_root)]
         else:
             summaries = [import_availability(db, path, name=args.name, k=config.k, order=config.order, limits=limits,
-                                             skip_problems=args.skip_problems) for path in args.paths]
+                                             skip_problems=args.skip_problems, allow_roots=args.allow_root)
+                         for path in args.paths]
     except ImportRejected as e:
         print(f"reliable-ad annotate import: {e}", file=sys.stderr)
         return 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from reliable_ad.cli.common import add_config_arg, build_config
 
@@ -30,6 +31,7 @@ GENERATION_FLAGS = {
     "canny_low": "product.canny_low",
     "canny_high": "product.canny_high",
     "white_threshold": "product.white_threshold",
+    "box_alpha_threshold": "product.box_alpha_threshold",
     "preset": "preset",
     "presets_file": "presets_file",
     "num_per_product": "num_per_product",
@@ -70,6 +72,9 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--canny-low", type=int, help="Canny low threshold (default 100)")
     g.add_argument("--canny-high", type=int, help="Canny high threshold (default 200)")
     g.add_argument("--white-threshold", type=int, help="products without alpha: channel value from which a pixel is background (default 250)")
+    g.add_argument("--box-alpha-threshold", type=int,
+                   help="the product is cropped to its pixels with alpha >= this: 128 as the authors do, so a faint "
+                        "drop shadow does not shrink the product; 1 keeps faint shadows (default 128)")
 
 
 def add_parser(sub) -> None:
@@ -91,21 +96,35 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def report_problems(problems) -> None:
+    """Print each input problem once, as `skipped WHERE: PROBLEM; FIX`."""
+    for prob in problems:
+        print(f"skipped {prob.source}: {prob.message}", file=sys.stderr)
+
+
+def failure_line(where: str, error: str) -> str:
+    """`WHERE: ERROR`, or just `ERROR` when it names the product already (a product error starts with it)."""
+    return error if Path(where).name and Path(where).name in error else f"{where}: {error}"
+
+
 def run(args: argparse.Namespace) -> int:
-    from reliable_ad.generation.config import GenerateConfig
+    from reliable_ad.generation.config import GenerateConfig, validate_generate_config
     from reliable_ad.generation.inputs import read_product_inputs
+    from reliable_ad.generation.prompts import get_preset
     from reliable_ad.generation.run import run_generate
 
     cfg = build_config(GenerateConfig, args, GENERATION_FLAGS)
-    inputs, problems = read_product_inputs(args.products)
-    for prob in problems:
-        print(f"skipped {prob.source}: {prob.message}", file=sys.stderr)
-    summary = run_generate(inputs, cfg, args.out, progress=not args.no_progress)
+    validate_generate_config(cfg)  # before anything is written: a bad value must not end up in config.json
+    inputs, problems = read_product_inputs(args.products, check_preset=lambda name: get_preset(name, cfg.presets_file))
+    report_problems(problems)
+    summary = run_generate(inputs, cfg, args.out, progress=not args.no_progress, problems=problems)
     print(
         f"{summary.written} image(s) written, {summary.skipped} already done, "
         f"{len(summary.failed_products)} product(s) failed, in {summary.seconds:.1f} s -> {summary.out_dir}",
         file=sys.stderr,
     )
-    for path, err in summary.failed_products.items():
-        print(f"  failed: {path}: {err}", file=sys.stderr)
+    reported = {prob.source for prob in problems}
+    for where, err in summary.failed_products.items():
+        if where not in reported:  # the input problems were printed above
+            print(f"  failed: {failure_line(where, err)}", file=sys.stderr)
     return 1 if summary.failed_products or problems else 0

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from reliable_ad.cli.common import build_config
-from reliable_ad.cli.generate import GENERATION_FLAGS, add_generation_args
+from reliable_ad.cli.generate import GENERATION_FLAGS, add_generation_args, report_problems
 
 RUN_FLAGS = {
     **{k: f"generation.{v}" for k, v in GENERATION_FLAGS.items()},
@@ -54,17 +54,19 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from reliable_ad.generation.inputs import read_product_inputs
-    from reliable_ad.recurrent.config import RunConfig
+    from reliable_ad.generation.prompts import get_preset
+    from reliable_ad.recurrent.config import RunConfig, validate_run_config
     from reliable_ad.recurrent.run import run_recurrent_job
 
     cfg = build_config(RunConfig, args, RUN_FLAGS)
-    inputs, problems = read_product_inputs(args.products)
-    for prob in problems:
-        print(f"skipped {prob.source}: {prob.message}", file=sys.stderr)
+    validate_run_config(cfg)  # before anything is written: a bad value must not end up in config.json
+    presets_file = cfg.generation.presets_file
+    inputs, problems = read_product_inputs(args.products, check_preset=lambda name: get_preset(name, presets_file))
+    report_problems(problems)
     missing = [i.path for i in inputs if i.caption is None]
     if missing:
         print(f"note: {len(missing)} product(s) have no caption; RFNet's caption branch gets an empty string", file=sys.stderr)
-    summary = run_recurrent_job(inputs, cfg, args.out, progress=not args.no_progress)
+    summary = run_recurrent_job(inputs, cfg, args.out, progress=not args.no_progress, problems=problems)
     if not summary:  # a non-main process under accelerate
         return 0
     k = summary["max_attempts"]
@@ -74,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         f"{summary['none_available']} none available, {len(summary['failed_products'])} failed -> {args.out}/report.html",
         file=sys.stderr,
     )
-    for path in summary["failed_products"]:
-        print(f"  failed: {path}", file=sys.stderr)
+    reported = {prob.source for prob in problems}
+    for where in summary["failed_products"]:
+        if where not in reported:  # the input problems were printed above
+            print(f"  failed: {where}", file=sys.stderr)
     return 1 if summary["failed_products"] or problems else 0

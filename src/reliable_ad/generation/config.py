@@ -47,6 +47,9 @@ class SamplingConfig:
         _check(self.guidance_scale >= 0, f"sampling.guidance_scale={self.guidance_scale} must be >= 0")
         _check(self.clip_skip >= 1, f"sampling.clip_skip={self.clip_skip} must be >= 1 (1 = no skip)")
         _check(self.batch_size >= 1, f"sampling.batch_size={self.batch_size} must be >= 1")
+        _check(self.controlnet_conditioning_scale >= 0,
+               f"sampling.controlnet_conditioning_scale={self.controlnet_conditioning_scale} must be >= 0 (paper: 1.0)")
+        _check(0 <= self.eta <= 1, f"sampling.eta={self.eta} must be in [0, 1] (paper: 0)")
         if self.size is not None:
             _check(self.size >= 64 and self.size % 8 == 0, f"sampling.size={self.size} must be a multiple of 8, >= 64")
 
@@ -63,9 +66,17 @@ class ProductConfig:
     canny_high: int = 200
     keep_loc: bool = False  # keep the product where it is instead of centring it
     image_scale: float | None = None  # longer side / canvas side; None = the prompt preset's value
+    # the product is cropped to the box of its pixels with alpha >= this: 128 as in the authors' script
+    # (a faint drop shadow stays out of the box), 1 = every product pixel (faint shadows enlarge the box)
+    box_alpha_threshold: int = 128
 
     def __post_init__(self) -> None:
+        _check(1 <= self.white_threshold <= 255,
+               f"product.white_threshold={self.white_threshold} must be in 1..255 (250 treats near-white as background)")
         _check(0 <= self.canny_low <= self.canny_high, f"product.canny_low/high={self.canny_low}/{self.canny_high}: need 0 <= low <= high")
+        _check(1 <= self.box_alpha_threshold <= 255,
+               f"product.box_alpha_threshold={self.box_alpha_threshold} must be in 1..255 "
+               "(128 = the authors' crop, 1 = keep faint shadows in the box)")
         if self.image_scale is not None:
             _check(0 < self.image_scale <= 1, f"product.image_scale={self.image_scale} must be in (0, 1]")
 
@@ -97,3 +108,16 @@ class GenerateConfig:
     def __post_init__(self) -> None:
         _check(self.num_per_product >= 1, f"num_per_product={self.num_per_product} must be >= 1")
         _check(0 <= self.seed < 2**63, f"seed={self.seed} must be in [0, 2**63)")
+
+
+def validate_generate_config(cfg: GenerateConfig) -> None:
+    """Check a whole config before a run writes anything: every numeric range (again, as the fields may
+    have been changed since the config was built), that the presets file is readable and that the
+    prompt preset exists (in it, or built in). Raises ValueError naming the bad value and the fix."""
+    from reliable_ad.generation.prompts import get_preset, load_presets
+
+    for section in (cfg.model, cfg.sampling, cfg.product, cfg):
+        section.__post_init__()
+    if cfg.presets_file is not None:
+        load_presets(cfg.presets_file)  # a missing, unreadable or invalid file names itself and the problem
+    get_preset(cfg.prompt_preset, cfg.presets_file)  # an unknown name lists the presets there are

@@ -1,12 +1,13 @@
 """Product preparation: load a product photo, place it on the canvas, build the ControlNet (canny)
 control image and the inpainting mask, and paste the product back after generation.
 
-Follows the semantics of the authors' inference script (SPEC section 2). Everything here is a pure
-function on numpy arrays except `load_product`, the only function that reads files.
+Follows the semantics of the authors' inference script. Everything here is a pure function on numpy
+arrays except `load_product`, the only function that reads files.
 
 Conventions: `rgb`/`image` are (H, W, 3) uint8 RGB; `alpha` is (H, W) uint8 with 255 = product and
-0 = background; a "product pixel" is one with alpha > 0 (as PIL's `getbbox` on the alpha channel);
-`mask` is (S, S) uint8 with 255 = to be generated.
+0 = background; a "product pixel" is one with alpha > 0; `mask` is (S, S) uint8 with 255 = to be
+generated. The product is cropped to the box of its pixels with alpha >= 128, as in the authors'
+script (`DEFAULT_BOX_ALPHA_THRESHOLD`): a faint drop shadow does not enlarge the box.
 """
 
 from __future__ import annotations
@@ -26,12 +27,16 @@ MIN_PRODUCT_SIDE = 8  # px: a product whose bounding box is shorter than this ca
 MIN_PRODUCT_PIXELS = 64  # product pixels (alpha > 0) a source image must have
 REFERENCE_SIZE = 512  # the authors' canvas size, at which ...
 REFERENCE_KERNEL_PX = 20  # ... the inpainting mask is dilated with a 20x20 kernel
+DEFAULT_BOX_ALPHA_THRESHOLD = 128  # the authors' crop: the box of the pixels with alpha >= 128
 
 PlacementMode = Literal["center", "keep_loc"]
 
 
 class ProductError(ValueError):
     """A product image that cannot be used; the message names the source, the problem and the fix."""
+
+
+_MINIMUM = f"a product needs >= {MIN_PRODUCT_PIXELS} pixels and a bounding box >= {MIN_PRODUCT_SIDE} px long"
 
 
 def _error(source: str, problem: str, fix: str) -> ProductError:
@@ -71,6 +76,10 @@ def _validated(rgb: np.ndarray, alpha: np.ndarray, source: str, hint: str) -> Pr
     if rgb.shape != alpha.shape + (3,):
         raise _error(source, f"rgb shape {rgb.shape} does not match alpha shape {alpha.shape}",
                      "give rgb as (H, W, 3) and alpha as (H, W) of the same image")
+    height, width = alpha.shape
+    if max(height, width) < MIN_PRODUCT_SIDE or height * width <= MIN_PRODUCT_PIXELS:
+        raise _error(source, f"the image is too small: {width}x{height} px cannot hold a product "
+                     f"({_MINIMUM}, with background around it)", "give a larger image of the product")
     _check_mask(alpha, source, hint)
     return Product(rgb=np.array(rgb, copy=True), alpha=np.array(alpha, copy=True), source=source)
 
@@ -86,17 +95,18 @@ def _check_mask(alpha: np.ndarray, source: str, hint: str) -> None:
     x0, y0, x1, y1 = product_box(alpha)
     if max(x1 - x0, y1 - y0) < MIN_PRODUCT_SIDE or count < MIN_PRODUCT_PIXELS:
         raise _error(source, f"the product is too small: {count} product pixels in a {x1 - x0}x{y1 - y0} px box "
-                     f"(need a longer side >= {MIN_PRODUCT_SIDE} px and >= {MIN_PRODUCT_PIXELS} pixels)",
-                     "give a larger image of the product")
+                     f"({_MINIMUM})", "give a larger image of the product")
 
 
-def product_box(alpha: np.ndarray) -> tuple[int, int, int, int]:
-    """Bounding box (x0, y0, x1, y1), end-exclusive, of the pixels with alpha > 0 in (H, W) `alpha`.
+def product_box(alpha: np.ndarray, threshold: int = 1) -> tuple[int, int, int, int]:
+    """Bounding box (x0, y0, x1, y1), end-exclusive, of the pixels with alpha >= `threshold` (default 1:
+    every product pixel) in (H, W) `alpha`.
 
-    Returns (0, 0, 0, 0) for an empty mask.
+    Returns (0, 0, 0, 0) when no pixel reaches the threshold.
     """
-    rows = np.flatnonzero(np.any(alpha > 0, axis=1))
-    cols = np.flatnonzero(np.any(alpha > 0, axis=0))
+    inside = alpha >= threshold
+    rows = np.flatnonzero(np.any(inside, axis=1))
+    cols = np.flatnonzero(np.any(inside, axis=0))
     if rows.size == 0:
         return (0, 0, 0, 0)
     return (int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1)
@@ -128,7 +138,12 @@ def load_product(path: str | os.PathLike, *, white_threshold: int = 250,
     if alpha is not None and alpha.min() < 255:
         return _validated(rgb, alpha, source, hint="")
     hint = f" (without alpha, background must be white: every channel >= white_threshold={white_threshold})"
-    return _validated(rgb, alpha_from_white(rgb, white_threshold), source, hint=hint)
+    alpha = alpha_from_white(rgb, white_threshold)
+    if not alpha.any() and rgb.shape[0] * rgb.shape[1] > MIN_PRODUCT_PIXELS and np.any(rgb < white_threshold):
+        # something is there, but only specks, which are dropped as noise: the product is too small
+        raise _error(source, f"the product is too small: only specks under {_speck_area(rgb.shape[:2])} px "
+                     f"differ from white ({_MINIMUM})", "give a larger image of the product" + hint)
+    return _validated(rgb, alpha, source, hint=hint)
 
 
 def alpha_from_white(rgb: np.ndarray, white_threshold: int = 250) -> np.ndarray:
@@ -136,10 +151,14 @@ def alpha_from_white(rgb: np.ndarray, white_threshold: int = 250) -> np.ndarray:
     below `white_threshold`, minus specks smaller than max(16, H*W/1e5) px (JPEG noise, dust)."""
     fg = np.any(rgb < white_threshold, axis=2).astype(np.uint8)
     _, labels, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
-    min_area = max(16, fg.size // 100_000)
-    keep = stats[:, cv2.CC_STAT_AREA] >= min_area
+    keep = stats[:, cv2.CC_STAT_AREA] >= _speck_area(fg.shape)
     keep[0] = False  # label 0 is the background
     return np.where(keep[labels], 255, 0).astype(np.uint8)
+
+
+def _speck_area(shape: tuple[int, ...]) -> int:
+    """Connected groups of fewer pixels than this are specks on a product-on-white image."""
+    return max(16, shape[0] * shape[1] // 100_000)
 
 
 def _read_image(path: Path, source: str, max_pixels: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -251,23 +270,34 @@ class PlacedProduct:
 
 
 def place_product(product: Product, size: int, image_scale: float, *, keep_loc: bool = False,
-                  background: tuple[int, int, int] = (255, 255, 255)) -> PlacedProduct:
+                  background: tuple[int, int, int] = (255, 255, 255),
+                  box_alpha_threshold: int = DEFAULT_BOX_ALPHA_THRESHOLD) -> PlacedProduct:
     """Place `product` on a `size` x `size` canvas filled with `background` (RGB 0..255).
 
     Default ("center"): crop to the product's bounding box, scale so its longer side is
     round(image_scale * size) px, keep the aspect ratio, centre it (offset rounded down).
+    The box holds the pixels with alpha >= `box_alpha_threshold`: 128, the authors' rule, leaves a faint
+    drop shadow out of it; 1 keeps every product pixel (faint shadows included). The crop is the only
+    thing the threshold changes: pixels outside the box are cut off, those inside keep their alpha, so
+    the inpainting mask, the canny edges and `paste_back` still blend the product's soft border (and
+    the part of a shadow inside the box). A product with no pixel at the threshold (e.g. glass at
+    alpha 100) is cropped to all its pixels.
     `keep_loc`: keep the original position: resize the whole image to size x size (the aspect
     ratio changes when the source is not square). Resizing uses INTER_AREA to shrink and
     INTER_CUBIC to enlarge, on premultiplied colour so the hidden colour under alpha = 0 never bleeds in.
     """
     _check_int("size", size, MIN_PRODUCT_SIDE, None, "the canvas is size x size px, 512 for SD1.5")
     _check_image_scale(image_scale)
+    _check_int("box_alpha_threshold", box_alpha_threshold, 1, 255,
+               "128 crops to the opaque product as the authors do; 1 keeps faint shadows in the box")
     bg = _check_background(background)
     height, width = product.alpha.shape
     if keep_loc:
         box, out_w, out_h, offset = (0, 0, width, height), size, size, (0, 0)
     else:
-        box = product_box(product.alpha)
+        box = product_box(product.alpha, box_alpha_threshold)
+        if box[2] == box[0]:  # nothing reaches the threshold: every product pixel
+            box = product_box(product.alpha)
         box_w, box_h = box[2] - box[0], box[3] - box[1]
         longer = max(1, round(image_scale * size))
         factor = longer / max(box_w, box_h)
@@ -395,14 +425,17 @@ def paste_back(generated: np.ndarray, placed: PlacedProduct | PreparedProduct) -
 
 
 def prepare_product(product: Product, size: int = 512, image_scale: float = 0.78, *, keep_loc: bool = False,
-                    canny_low: int = 100, canny_high: int = 200, kernel_px: int | None = None) -> PreparedProduct:
+                    canny_low: int = 100, canny_high: int = 200, kernel_px: int | None = None,
+                    box_alpha_threshold: int = DEFAULT_BOX_ALPHA_THRESHOLD) -> PreparedProduct:
     """Place the product and build its inpainting mask and canny control image.
+
+    `box_alpha_threshold`: see `place_product` (128: the authors' crop; 1: keep faint shadows).
 
     Raises `ProductError` when the placed product's longer side is under 8 px (a tiny `image_scale`
     or, with `keep_loc`, a small product in a large image), ValueError for bad settings.
     """
     _check_canny(canny_low, canny_high)
-    placed = place_product(product, size, image_scale, keep_loc=keep_loc)
+    placed = place_product(product, size, image_scale, keep_loc=keep_loc, box_alpha_threshold=box_alpha_threshold)
     x0, y0, x1, y1 = product_box(placed.alpha)
     if max(x1 - x0, y1 - y0) < MIN_PRODUCT_SIDE:
         fix = "raise image_scale or size" + (", or turn keep_loc off" if keep_loc else "")

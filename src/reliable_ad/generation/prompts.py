@@ -3,6 +3,8 @@
 Paper, section "Generation": the authors ship five presets (`data/reference_prompts.json`), one of which
 fills a random wall colour. Here a preset is a typed, validated dataclass; random parts are named slots
 (`{wall_color}`) filled deterministically from a seed, so every image can be traced to its prompt.
+Slots named in `background_slots` describe the scene behind the product (a wall colour); defect-aware
+retries step those, and only those, when RFNet finds the product indistinct from its background.
 Prompts keep A1111 attention syntax ("(low quality:1.4)"); see `generation.weighting`.
 """
 
@@ -20,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
+from reliable_ad.config import load_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +30,7 @@ logger = logging.getLogger(__name__)
 AUTHORS_WALL_COLORS = ("light pea green", "light yellow", "light pink", "light sky blue", "cream", "silver", "beige")
 AUTHORS_SLOT = "wall_color"  # the slot name their positional "{}" becomes
 _AUTHORS_KEYS = ("prompt", "negative_prompt", "image_scale", "matting", "flag")
-_PRESET_KEYS = ("prompt", "negative_prompt", "image_scale", "slots", "keep_loc")
+_PRESET_KEYS = ("prompt", "negative_prompt", "image_scale", "slots", "keep_loc", "background_slots")
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,13 @@ def _template_fields(text: str, where: str) -> list[str]:
 @dataclass(frozen=True)
 class PromptPreset:
     """One ad style. `prompt` and `negative_prompt` may contain named slots such as `{wall_color}`,
-    each declared in `slots` with the values to draw from."""
+    each declared in `slots` with the values to draw from.
+
+    `background_slots` names the slots that describe the background (the wall colour; not the clutter
+    around the product): a defect-aware retry after Indistinctiveness steps these to their next value.
+    None are stepped unless declared (a slot's meaning cannot be guessed from its name); presets read
+    from the authors' format declare their wall colour slot.
+    """
 
     name: str
     prompt: str
@@ -71,6 +79,7 @@ class PromptPreset:
     image_scale: float  # the product's longer side as a fraction of the canvas side, in (0, 1]
     slots: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
     keep_loc: bool = False  # keep the product where it is in its photo instead of centring it
+    background_slots: tuple[str, ...] = ()  # slots describing the background, stepped by defect-aware retries
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -91,6 +100,16 @@ class PromptPreset:
         if not isinstance(self.keep_loc, bool):
             raise ValueError(f"{where}: keep_loc={self.keep_loc!r} must be true or false")
         object.__setattr__(self, "slots", self._checked_slots(where))
+        background = self.background_slots
+        if isinstance(background, str) or not isinstance(background, (list, tuple)):
+            raise ValueError(f"{where}: background_slots={background!r} must be a list of slot names, e.g. [wall_color]")
+        for name in background:
+            if name not in self.slots:
+                raise ValueError(f"{where}: background slot {name!r} is not a declared slot (slots: {sorted(self.slots)}); "
+                                 "declare it under `slots` or remove it from background_slots")
+        if len(set(background)) != len(background):
+            raise ValueError(f"{where}: background_slots={list(background)} names a slot twice; name each once")
+        object.__setattr__(self, "background_slots", tuple(background))
 
         used = set(_template_fields(self.prompt, f"{where}, prompt"))
         used |= set(_template_fields(self.negative_prompt, f"{where}, negative_prompt"))
@@ -147,23 +166,6 @@ class PromptPreset:
 # --- files --------------------------------------------------------------------------------------
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys (PyYAML would silently keep the last one)."""
-
-
-def _construct_unique_mapping(loader, node, deep=False):
-    seen = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node, deep)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
-
-
 def _parse_text(text: str, source: str, as_json: bool) -> Any:
     if as_json:
         try:
@@ -171,9 +173,9 @@ def _parse_text(text: str, source: str, as_json: bool) -> Any:
         except json.JSONDecodeError as e:
             raise ValueError(f"presets file {source} is not valid JSON: {e}") from None
     try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as e:
-        raise ValueError(f"presets file {source} is not valid YAML: {e}") from None
+        return load_yaml(text)  # the YAML reader of every command: duplicate keys are errors
+    except ValueError as e:
+        raise ValueError(f"presets file {source} is not valid YAML: {str(e).removeprefix('invalid YAML: ')}") from None
 
 
 def _authors_template(text: str, flag: int, where: str) -> str:
@@ -224,7 +226,8 @@ def _from_authors(items: list, source: str) -> dict[str, PromptPreset]:
         negative = _authors_template(item.get("negative_prompt", ""), 0, where)
         slots = {AUTHORS_SLOT: AUTHORS_WALL_COLORS} if AUTHORS_SLOT in _template_fields(prompt, where) else {}
         name = f"preset_{i}"
-        presets[name] = PromptPreset(name, prompt, negative, item["image_scale"], slots=slots)
+        presets[name] = PromptPreset(name, prompt, negative, item["image_scale"], slots=slots,
+                                     background_slots=tuple(slots))  # their one slot is the wall colour
     return presets
 
 
@@ -251,6 +254,7 @@ def _from_ours(entries: list[tuple[Any, Any]], source: str) -> dict[str, PromptP
             image_scale=body["image_scale"],
             slots=body.get("slots") or {},
             keep_loc=body.get("keep_loc", False),
+            background_slots=body.get("background_slots") or (),
         )
     return presets
 
@@ -298,7 +302,7 @@ def load_presets(path: str | os.PathLike) -> dict[str, PromptPreset]:
     """Read presets from YAML or JSON: our format or the authors' `reference_prompts.json`.
 
     Our format: `presets: {name: {prompt, negative_prompt, image_scale, slots: {wall_color: [...]},
-    keep_loc}}` or a list of such mappings each with a `name`. Unknown keys are errors. The authors'
+    keep_loc, background_slots: [wall_color]}}` or a list of such mappings each with a `name`. Unknown keys are errors. The authors'
     format (a list of {prompt, negative_prompt, image_scale, matting, flag}) is recognised by its lack
     of names; its presets are named preset_0, preset_1, ... and `flag: 1` turns "{}" into {wall_color}
     with their seven colours. Its `matting` key is accepted and ignored: what it switches is not
@@ -306,7 +310,8 @@ def load_presets(path: str | os.PathLike) -> dict[str, PromptPreset]:
     """
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"presets file {path} does not exist (or is not a file)")
+        raise ValueError(f"presets file {path} does not exist (or is not a file); check the path, or leave "
+                         "--presets-file out to use the built-in presets")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as e:

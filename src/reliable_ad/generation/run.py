@@ -2,15 +2,18 @@
 
 Layout of a run folder:
     config.json      the resolved config (a rerun must match it)
-    manifest.jsonl   one record per image (or per failed product), appended atomically
+    manifest.jsonl   one record per image or failed item (`reliable_ad.data.records`), appended atomically
     images/          labelled PNGs, written atomically before their manifest record
+    products/        the run's copy of each product, so the folder is self-contained
 Rerunning the same command resumes: images whose record exists are skipped; a kill at any moment
 leaves at most a torn last manifest line (dropped on resume) and never a half-written image.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,17 +21,20 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+import numpy as np
+
 from reliable_ad import __version__
 from reliable_ad.config import to_dict
+from reliable_ad.data.records import MANIFEST, PRODUCTS_DIR, ManifestRecord, append_record, read_records
 from reliable_ad.generation.config import GenerateConfig
 from reliable_ad.generation.generator import AdGenerator, GenerationJob
-from reliable_ad.generation.inputs import ProductInput
+from reliable_ad.generation.inputs import InputProblem, ProductInput
 from reliable_ad.generation.models import MODEL_PRESETS
-from reliable_ad.generation.product import ProductError, load_product, prepare_product
-from reliable_ad.generation.prompts import get_preset
+from reliable_ad.generation.product import Product, ProductError, load_product, prepare_product
+from reliable_ad.generation.prompts import PromptPreset, get_preset
 from reliable_ad.generation.provenance import AI_LABEL, save_labelled_png
 from reliable_ad.generation.seeds import derive_seed
-from reliable_ad.utils.io import append_jsonl, atomic_write_json, read_jsonl, sha256_file
+from reliable_ad.utils.io import atomic_write_bytes, atomic_write_json, sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +47,8 @@ class GenerateSummary:
     out_dir: Path
     written: int = 0
     skipped: int = 0
-    failed_products: dict[str, str] = field(default_factory=dict)
+    failed_products: dict[str, str] = field(default_factory=dict)  # where (path or file:row) -> error
+    duplicates: dict[str, str] = field(default_factory=dict)  # path -> the path with the same content
     seconds: float = 0.0
 
     @property
@@ -54,14 +61,12 @@ def output_size(cfg: GenerateConfig) -> int:
     return cfg.sampling.size or (preset.native_size if preset else 512)
 
 
-def _check_resume_config(out_dir: Path, cfg: GenerateConfig) -> None:
+def check_resume_config(out_dir: Path, new: dict, identity: tuple[str, ...]) -> None:
+    """Refuse to resume ``out_dir`` with settings that change what an image is; else (re)write config.json."""
     path = out_dir / "config.json"
-    new = to_dict(cfg)
     if path.exists():
-        import json
-
         old = json.loads(path.read_text(encoding="utf-8"))
-        changed = [k for k in _IDENTITY if old.get(k) != new.get(k)]
+        changed = [k for k in identity if old.get(k) != new.get(k)]
         if changed:
             raise ValueError(
                 f"{out_dir} holds a run made with a different config ({', '.join(changed)} differ); "
@@ -74,107 +79,201 @@ def image_name(product_path: str, product_hash: str, attempt: int) -> str:
     return f"{Path(product_path).stem}-{product_hash[:8]}_{attempt:03d}.png"
 
 
+# ---------------------------------------------------------------------------------------------
+# Products: identity, loading, the run's own copy
+
+
+@dataclass
+class ProductTask:
+    """A loaded product of a run. Its identity is the SHA-256 of the file's bytes: the same image
+    given twice (the same file, or two files with equal content) is one product, generated once."""
+
+    item: ProductInput
+    product: Product
+    product_hash: str
+    preset: PromptPreset
+
+    @property
+    def key(self) -> str:
+        return self.product_hash[:16]
+
+    @property
+    def product_id(self) -> str:
+        return f"{Path(self.item.path).stem}-{self.product_hash[:8]}"
+
+    @property
+    def rgba(self) -> np.ndarray:
+        return np.dstack([self.product.rgb, self.product.alpha])
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An input that produced no image: a product that cannot be used, or a bad products-file row."""
+
+    error: str
+    product_source: str | None = None  # the product's absolute path
+    source: str | None = None  # "products.csv:3" for a row of a products file
+
+    @property
+    def where(self) -> str:
+        return self.source or self.product_source or "(unknown)"
+
+
+def load_tasks(inputs: list[ProductInput], cfg: GenerateConfig,
+               problems: list[InputProblem] | None = None) -> tuple[list[ProductTask], list[Failure], dict[str, str]]:
+    """Load every product once: (tasks, failures, duplicates). A bad product or row is a failure and
+    the others go on; a product whose content equals an earlier one's is a duplicate (path -> first)."""
+    failures = [Failure(p.message, None, p.source) for p in problems or ()]
+    tasks: list[ProductTask] = []
+    first: dict[str, ProductTask] = {}
+    duplicates: dict[str, str] = {}
+    for item in inputs:
+        try:
+            product_hash = sha256_file(item.path) if Path(item.path).is_file() else None
+            if product_hash in first:
+                seen = first[product_hash]
+                duplicates[item.path] = seen.item.path
+                note = "" if (item.caption or "") == (seen.item.caption or "") else (
+                    f"; its caption {item.caption!r} is ignored, {seen.item.caption!r} is used")
+                logger.warning("product %s has the same content as %s: generated once%s", item.path, seen.item.path, note)
+                continue
+            preset = get_preset(item.preset or cfg.prompt_preset, cfg.presets_file)
+            product = load_product(item.path, white_threshold=cfg.product.white_threshold)
+        except (ProductError, ValueError, OSError) as e:
+            failures.append(Failure(str(e), os.path.abspath(item.path)))
+            logger.error("product %s skipped: %s", item.path, e)
+            continue
+        task = ProductTask(item, product, product_hash, preset)
+        first[product_hash] = task
+        tasks.append(task)
+    return tasks, failures, duplicates
+
+
+def store_product(out_dir: Path, task: ProductTask) -> str:
+    """The run's own copy of a product (``products/<product id><ext>``, written once, atomically), so
+    the run folder is self-contained; returns its path relative to the run folder."""
+    suffix = Path(task.item.path).suffix.lower() or ".png"
+    rel = f"{PRODUCTS_DIR}/{task.product_id}{suffix}"
+    dest = out_dir / rel
+    if not dest.is_file() or sha256_file(dest) != task.product_hash:
+        atomic_write_bytes(dest, Path(task.item.path).read_bytes())
+    return rel
+
+
+def image_record(task: ProductTask, *, product_rel: str, attempt: int, seed: int, run_seed: int, size: int,
+                 preset: str, prompt: str, negative_prompt: str, slots: dict, placement: dict,
+                 **fields) -> ManifestRecord:
+    """The record of one generated image (`generate` and `run` both write it through here)."""
+    return ManifestRecord(
+        image=f"images/{image_name(task.item.path, task.product_hash, attempt)}", product=product_rel,
+        product_source=os.path.abspath(task.item.path), product_hash=task.product_hash, product_id=task.product_id,
+        caption=task.item.caption or "", caption_given=task.item.caption is not None, preset=preset, prompt=prompt,
+        negative_prompt=negative_prompt, slots=slots, run_seed=run_seed, attempt=attempt, seed=seed, size=size,
+        placement=placement, ai_label=AI_LABEL, error=None, reliable_ad_version=__version__,
+        created=time.strftime("%Y-%m-%dT%H:%M:%S"), **fields)
+
+
+def save_image(out_dir: Path, manifest: Path, record: ManifestRecord, image) -> None:
+    """The labelled PNG first, then its record: a kill between the two only redoes that image."""
+    params = {"prompt": record.prompt, "negative_prompt": record.negative_prompt, "seed": record.seed,
+              "preset": record.preset, "product_hash": record.product_hash}
+    save_labelled_png(out_dir / record.image, image, params)
+    append_record(manifest, record)
+
+
+def record_failures(manifest: Path, records: list[ManifestRecord], failures: list[Failure], run_seed: int) -> None:
+    """A record per failure, once: a rerun that fails alike adds nothing."""
+    known = {(r.where, r.error) for r in records if r.failed}
+    for f in failures:
+        if (f.where, f.error) not in known:
+            known.add((f.where, f.error))
+            append_record(manifest, ManifestRecord(error=f.error, product_source=f.product_source, source=f.source,
+                                                   run_seed=run_seed, created=time.strftime("%Y-%m-%dT%H:%M:%S")))
+
+
 def run_generate(
     inputs: list[ProductInput],
     cfg: GenerateConfig,
     out_dir: str | Path,
     *,
+    problems: list[InputProblem] | None = None,
     generator: AdGenerator | None = None,
     progress: bool = True,
-    on_image: Callable[[dict], None] | None = None,
+    on_image: Callable[[ManifestRecord], None] | None = None,
 ) -> GenerateSummary:
-    """Generate ``cfg.num_per_product`` images per product into ``out_dir``, resuming what exists."""
+    """Generate ``cfg.num_per_product`` images per product into ``out_dir``, resuming what exists.
+
+    ``problems`` (bad rows of a products file) are recorded as failed items with their location."""
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    _check_resume_config(out_dir, cfg)
-    manifest = out_dir / "manifest.jsonl"
-    records = read_jsonl(manifest, repair=True)
-    done = {(r["product_hash"], r["attempt"]) for r in records if not r.get("error")}
-    known_errors = {(r.get("product"), r["error"]) for r in records if r.get("error")}
+    check_resume_config(out_dir, to_dict(cfg), _IDENTITY)
+    manifest = out_dir / MANIFEST
+    records = read_records(manifest, repair=True)
+    done = {r.identity for r in records if r.is_image}
     summary = GenerateSummary(out_dir)
     size = generator.size if generator else output_size(cfg)
 
-    # 1. prepare every product; a bad one is recorded and the batch goes on
-    jobs: list[tuple[GenerationJob, dict]] = []
-    for item in inputs:
-        try:
-            product_hash = sha256_file(item.path) if Path(item.path).is_file() else None
-            if product_hash and all((product_hash, k) in done for k in range(cfg.num_per_product)):
-                summary.skipped += cfg.num_per_product
-                continue
-            preset = get_preset(item.preset or cfg.prompt_preset, cfg.presets_file)
-            product = load_product(item.path, white_threshold=cfg.product.white_threshold)
-            prepared = prepare_product(
-                product,
-                size=size,
-                image_scale=cfg.product.image_scale or preset.image_scale,
-                keep_loc=cfg.product.keep_loc or preset.keep_loc,
-                canny_low=cfg.product.canny_low,
-                canny_high=cfg.product.canny_high,
-            )
-        except (ProductError, ValueError, OSError) as e:
-            summary.failed_products[item.path] = str(e)
-            logger.error("product %s skipped: %s", item.path, e)
+    # 1. load and prepare every product; a bad one is recorded and the batch goes on
+    tasks, failures, summary.duplicates = load_tasks(inputs, cfg, problems)
+    jobs: list[tuple[GenerationJob, ProductTask, dict]] = []
+    for task in tasks:
+        todo = [k for k in range(cfg.num_per_product) if (task.product_hash, k) not in done]
+        summary.skipped += cfg.num_per_product - len(todo)
+        if not todo:
             continue
-        for attempt in range(cfg.num_per_product):
-            if (product_hash, attempt) in done:
-                summary.skipped += 1
-                continue
-            seed = derive_seed(cfg.seed, product_hash[:16], attempt)
-            rendered = preset.render(seed)
-            record = {
-                "image": f"images/{image_name(item.path, product_hash, attempt)}",
-                "product": item.path,
-                "product_hash": product_hash,
-                "product_id": f"{Path(item.path).stem}-{product_hash[:8]}",
-                "caption": item.caption or "",
-                "caption_given": item.caption is not None,
-                "preset": preset.name,
-                "prompt": rendered.prompt,
-                "negative_prompt": rendered.negative_prompt,
-                "slots": rendered.slot_values,
-                "run_seed": cfg.seed,
-                "attempt": attempt,
-                "seed": seed,
-                "size": size,
-                "placement": prepared.placement.to_dict(),
-            }
-            jobs.append((GenerationJob(prepared, rendered.prompt, rendered.negative_prompt, seed), record))
+        try:
+            prepared = prepare_product(
+                task.product, size=size, image_scale=cfg.product.image_scale or task.preset.image_scale,
+                keep_loc=cfg.product.keep_loc or task.preset.keep_loc, canny_low=cfg.product.canny_low,
+                canny_high=cfg.product.canny_high, box_alpha_threshold=cfg.product.box_alpha_threshold,
+            )
+        except (ProductError, ValueError) as e:
+            failures.append(Failure(str(e), os.path.abspath(task.item.path)))
+            logger.error("product %s skipped: %s", task.item.path, e)
+            continue
+        for attempt in todo:
+            seed = derive_seed(cfg.seed, task.key, attempt)
+            rendered = task.preset.render(seed)
+            fields = {"attempt": attempt, "seed": seed, "preset": task.preset.name, "prompt": rendered.prompt,
+                      "negative_prompt": rendered.negative_prompt, "slots": rendered.slot_values,
+                      "placement": prepared.placement.to_dict()}
+            jobs.append((GenerationJob(prepared, rendered.prompt, rendered.negative_prompt, seed), task, fields))
 
     # 2. generate in batches (models load only when there is work)
     if jobs:
         generator = generator or AdGenerator.from_config(cfg.model, cfg.sampling)
         model_info = {k: v for k, v in generator.info.items() if k != "native_size"}
         sampling = to_dict(generator.sampling)
+        stored: dict[str, str] = {}
         bar = tqdm(total=len(jobs), desc="generating", unit="img", disable=not progress)
         bs = generator.sampling.batch_size
         for start in range(0, len(jobs), bs):
             batch = jobs[start : start + bs]
             try:
-                results = generator.generate([j for j, _ in batch])
+                results = generator.generate([j for j, _, _ in batch])
             except Exception as e:  # noqa: BLE001 - one failed batch must not end the run
                 logger.exception("batch failed")
-                for _, rec in batch:
-                    summary.failed_products.setdefault(rec["product"], f"generation failed: {e}")
+                for _, task, _ in batch:
+                    where = os.path.abspath(task.item.path)
+                    if all(f.product_source != where for f in failures):
+                        failures.append(Failure(f"generation failed: {e}", where))
                 bar.update(len(batch))
                 continue
-            for (_, rec), res in zip(batch, results):
-                rec = {**rec, "model": model_info, "sampling": sampling, "nsfw": res.nsfw,
-                       "seconds": round(res.seconds, 4), "ai_label": AI_LABEL, "error": None,
-                       "reliable_ad_version": __version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-                params = {k: rec[k] for k in ("prompt", "negative_prompt", "seed", "preset", "product_hash")}
-                save_labelled_png(out_dir / rec["image"], res.image, params)
-                append_jsonl(manifest, rec)
+            for (_, task, fields), res in zip(batch, results):
+                if task.key not in stored:
+                    stored[task.key] = store_product(out_dir, task)
+                rec = image_record(task, product_rel=stored[task.key], run_seed=cfg.seed, size=size,
+                                   model=model_info, sampling=sampling, nsfw=res.nsfw,
+                                   seconds=round(res.seconds, 4), **fields)
+                save_image(out_dir, manifest, rec, res.image)
                 summary.written += 1
                 if on_image:
                     on_image(rec)
                 bar.update(1)
         bar.close()
-    # 3. failed products get a manifest record too (once: a rerun that fails alike adds nothing)
-    for path, error in summary.failed_products.items():
-        if (path, error) not in known_errors:
-            append_jsonl(manifest, {"product": path, "error": error, "run_seed": cfg.seed,
-                                    "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    # 3. failed items get a record too, with their location
+    record_failures(manifest, records, failures, cfg.seed)
+    summary.failed_products = {f.where: f.error for f in failures}
     summary.seconds = time.perf_counter() - t_start
     return summary

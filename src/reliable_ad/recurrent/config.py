@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from reliable_ad.generation.config import GenerateConfig
+from reliable_ad.generation.config import GenerateConfig, validate_generate_config
 
 ACCEPTANCE = ("argmax", "threshold")
 RETRY_POLICIES = ("reseed", "defect_aware")
@@ -40,3 +40,19 @@ class RunConfig:
     depth: str | None = None  # depth estimator override (default: the one saved with the RFNet)
     salience: str | None = None  # salience estimator override
     inspect_batch_size: int = 16
+
+
+def validate_run_config(cfg: RunConfig) -> None:
+    """`validate_generate_config` for the generation part, and every alternate preset exists; run before
+    the job writes anything. Raises ValueError naming the bad value and the fix."""
+    from reliable_ad.generation.prompts import get_preset
+
+    validate_generate_config(cfg.generation)
+    cfg.recurrent.__post_init__()  # the ranges again: the fields may have changed since the config was built
+    if cfg.inspect_batch_size < 1:
+        raise ValueError(f"inspect_batch_size={cfg.inspect_batch_size} must be >= 1 (images per RFNet call, default 16)")
+    for name in cfg.recurrent.alternate_presets:
+        try:
+            get_preset(name, cfg.generation.presets_file)
+        except ValueError as e:
+            raise ValueError(f"recurrent.alternate_presets: {e}") from None

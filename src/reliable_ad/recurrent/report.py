@@ -14,6 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from reliable_ad.data.records import ManifestRecord, VerdictRecord
 from reliable_ad.utils.io import atomic_write_text
 
 THUMB = 160
@@ -31,12 +32,16 @@ def _img_uri(image: Image.Image, size: int = THUMB) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _file_uri(path: Path) -> str:
+def _file_uri(path: Path | None) -> str:
     try:
         with Image.open(path) as im:
             return _img_uri(im)
-    except OSError:
+    except (OSError, TypeError, ValueError):
         return ""
+
+
+def _link(out_dir: Path, record: ManifestRecord, key: str) -> str:
+    return _file_uri(record.resolve(out_dir, key))
 
 
 def _charts(summary: dict) -> str:
@@ -71,35 +76,35 @@ def _num(x: float | None, digits: int) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
-def _probs(v: dict) -> str:
-    top = sorted(v["probs"].items(), key=lambda kv: -kv[1])[:3]
+def _probs(v: VerdictRecord) -> str:
+    top = sorted(v.probs.items(), key=lambda kv: -kv[1])[:3]
     return "<br>".join(f"{html.escape(k)} {p:.2f}" for k, p in top)
 
 
-def write_report(out_dir: Path, records: list[dict], summary: dict) -> Path:
+def write_report(out_dir: Path, records: list[ManifestRecord], summary: dict) -> Path:
     from reliable_ad.recurrent.summary import latest_attempts
 
     rows = []
     for attempts in latest_attempts(records).values():
         first = attempts[0]
-        product = _file_uri(Path(first["product"]))
-        winner = next((a["attempt"] for a in attempts if a.get("accepted")), None)
+        product = _link(out_dir, first, "product")
+        winner = next((a.attempt for a in attempts if a.accepted), None)
         flagged = None
         if winner is None and len(attempts) >= summary["max_attempts"]:
-            flagged = max(attempts, key=lambda a: a["verdict"]["p_available"])["attempt"]
+            flagged = max(attempts, key=lambda a: a.verdict.p_available).attempt
         cells = []
         for a in attempts:
-            cls = "ok" if a["attempt"] == winner else ("flag" if a["attempt"] == flagged else "")
-            v = a["verdict"]
+            cls = "ok" if a.attempt == winner else ("flag" if a.attempt == flagged else "")
+            v = a.verdict
             cells.append(
-                f'<figure class="{cls}"><img alt="attempt {a["attempt"] + 1}" src="{_file_uri(out_dir / a["image"])}">'
-                f'<figcaption><b>#{a["attempt"] + 1} {html.escape(v["label"])}</b><br>{_probs(v)}</figcaption></figure>'
+                f'<figure class="{cls}"><img alt="attempt {a.attempt + 1}" src="{_link(out_dir, a, "image")}">'
+                f'<figcaption><b>#{a.attempt + 1} {html.escape(v.label)}</b><br>{_probs(v)}</figcaption></figure>'
             )
         status = f"available at attempt {winner + 1}" if winner is not None else (
             "none available (best kept, flagged)" if flagged is not None else "in progress")
         rows.append(
             f'<section class="product"><figure class="src"><img alt="product" src="{product}">'
-            f'<figcaption><b>{html.escape(first["product_id"])}</b><br>{html.escape(first.get("caption") or "(no caption)")}'
+            f'<figcaption><b>{html.escape(first.product_id or "")}</b><br>{html.escape(first.caption or "(no caption)")}'
             f'<br><i>{status}</i></figcaption></figure>{"".join(cells)}</section>'
         )
     failed = "".join(f"<li>{html.escape(p)}</li>" for p in summary["failed_products"])

@@ -16,49 +16,28 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
-from reliable_ad import __version__
 from reliable_ad.config import to_dict
+from reliable_ad.data.records import MANIFEST, ManifestRecord, VerdictRecord, read_records
 from reliable_ad.generation.generator import AdGenerator, GenerationJob
-from reliable_ad.generation.inputs import ProductInput
-from reliable_ad.generation.product import Product, ProductError, load_product, prepare_product
-from reliable_ad.generation.prompts import PromptPreset, get_preset
-from reliable_ad.generation.provenance import AI_LABEL, save_labelled_png
-from reliable_ad.generation.run import image_name
+from reliable_ad.generation.inputs import InputProblem, ProductInput
+from reliable_ad.generation.product import prepare_product
+from reliable_ad.generation.prompts import get_preset
+from reliable_ad.generation.run import (
+    ProductTask, check_resume_config, image_record, load_tasks, record_failures, save_image, store_product,
+)
 from reliable_ad.recurrent.config import RunConfig
 from reliable_ad.recurrent.loop import Attempt, Outcome, make_acceptor, recurrent_generation
 from reliable_ad.recurrent.policies import plan_attempt
 from reliable_ad.recurrent.summary import latest_attempts, summarize
-from reliable_ad.utils.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, sha256_file
+from reliable_ad.utils.io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
 _IDENTITY = ("generation", "recurrent", "rfnet", "depth", "salience")
-
-
-@dataclass
-class ProductTask:
-    item: ProductInput
-    product: Product
-    product_hash: str
-    preset: PromptPreset
-
-    @property
-    def key(self) -> str:
-        return self.product_hash[:16]
-
-    @property
-    def product_id(self) -> str:
-        return f"{Path(self.item.path).stem}-{self.product_hash[:8]}"
-
-    @property
-    def rgba(self) -> np.ndarray:
-        return np.dstack([self.product.rgb, self.product.alpha])
 
 
 def resolve_rfnet(cfg: RunConfig) -> str:
@@ -85,45 +64,19 @@ def _manifests(out_dir: Path) -> list[Path]:
     return sorted(p for p in out_dir.glob("manifest*.jsonl"))
 
 
-def _read_all(out_dir: Path) -> list[dict]:
-    return [r for p in _manifests(out_dir) for r in read_jsonl(p, repair=True)]
+def _read_all(out_dir: Path) -> list[ManifestRecord]:
+    return [r for p in _manifests(out_dir) for r in read_records(p, repair=True)]
 
 
-def _history(records: list[dict]) -> dict[str, list[Outcome]]:
+def _history(records: list[ManifestRecord]) -> dict[str, list[Outcome]]:
     out: dict[str, list[Outcome]] = {}
     for product_hash, attempts in latest_attempts(records).items():
         out[product_hash[:16]] = [
-            Outcome(Attempt(product_hash[:16], a["attempt"], a["seed"], a.get("variation") or {}),
-                    a["verdict"]["label"], float(a["verdict"]["p_available"]), bool(a["accepted"]))
+            Outcome(Attempt(product_hash[:16], a.attempt, a.seed, a.variation or {}),
+                    a.verdict.label, float(a.verdict.p_available), bool(a.accepted))
             for a in attempts
         ]
     return out
-
-
-def _check_config(out_dir: Path, cfg: RunConfig) -> None:
-    import json
-
-    path, new = out_dir / "config.json", to_dict(cfg)
-    if path.exists():
-        old = json.loads(path.read_text(encoding="utf-8"))
-        changed = [k for k in _IDENTITY if old.get(k) != new.get(k)]
-        if changed:
-            raise ValueError(f"{out_dir} holds a run made with a different config ({', '.join(changed)} differ); "
-                             "rerun with the same settings to resume, or choose another --out")
-    atomic_write_json(path, {**new, "reliable_ad_version": __version__})
-
-
-def _load_tasks(inputs: list[ProductInput], cfg: RunConfig) -> tuple[list[ProductTask], dict[str, str]]:
-    tasks, failed = [], {}
-    for item in inputs:
-        try:
-            preset = get_preset(item.preset or cfg.generation.prompt_preset, cfg.generation.presets_file)
-            product = load_product(item.path, white_threshold=cfg.generation.product.white_threshold)
-            tasks.append(ProductTask(item, product, sha256_file(item.path), preset))
-        except (ProductError, ValueError, OSError) as e:
-            failed[item.path] = str(e)
-            logger.error("product %s skipped: %s", item.path, e)
-    return tasks, failed
 
 
 class _Worker:
@@ -136,17 +89,26 @@ class _Worker:
         self.rank = 0
         self._prepared: dict[tuple[str, float], object] = {}
         self._pending: dict[tuple[str, int], dict] = {}
+        self._slots: dict[tuple[str, int], dict] = {}  # slot values each attempt used (defect-aware retries)
+        self._stored: dict[str, str] = {}
         self.model_info = {k: v for k, v in generator.info.items() if k != "native_size"}
         self.sampling = to_dict(generator.sampling)
+
+    def remember_slots(self, records: list[ManifestRecord]) -> None:
+        """The slot values of attempts made before a resume (defect-aware retries step from them)."""
+        for r in records:
+            if r.is_image and r.product_hash and r.attempt is not None:
+                self._slots[(r.product_hash[:16], r.attempt)] = dict(r.slots or {})
 
     def scale(self, task: ProductTask, attempt: Attempt) -> float:
         return attempt.variation.get("image_scale") or self.cfg.generation.product.image_scale or task.preset.image_scale
 
     def plan(self, task: ProductTask, k: int, history: list[Outcome]) -> Attempt:
-        rendered0 = task.preset.render(0)
+        previous = self._slots.get((task.key, k - 1)) if k > 0 else None
+        background = {n: v for n, v in task.preset.slots.items() if n in task.preset.background_slots}
         return plan_attempt(task.key, k, history, run_seed=self.cfg.generation.seed, config=self.cfg.recurrent,
                             base_scale=self.cfg.generation.product.image_scale or task.preset.image_scale,
-                            slots=task.preset.slots, base_slot_values=rendered0.slot_values)
+                            slots=background, previous_slot_values=previous)
 
     def _job(self, task: ProductTask, attempt: Attempt) -> GenerationJob:
         g = self.cfg.generation
@@ -154,7 +116,8 @@ class _Worker:
         if (task.key, scale) not in self._prepared:
             self._prepared[(task.key, scale)] = prepare_product(
                 task.product, size=self.size, image_scale=scale, keep_loc=g.product.keep_loc or task.preset.keep_loc,
-                canny_low=g.product.canny_low, canny_high=g.product.canny_high)
+                canny_low=g.product.canny_low, canny_high=g.product.canny_high,
+                box_alpha_threshold=g.product.box_alpha_threshold)
         prepared = self._prepared[(task.key, scale)]
         preset = get_preset(attempt.variation["preset"], g.presets_file) if "preset" in attempt.variation else task.preset
         rendered = preset.render(attempt.seed, slot_values=attempt.variation.get("slot_values"))
@@ -162,6 +125,7 @@ class _Worker:
             "preset": preset.name, "prompt": rendered.prompt, "negative_prompt": rendered.negative_prompt,
             "slots": rendered.slot_values, "placement": prepared.placement.to_dict(), "image_scale": scale,
         }
+        self._slots[(task.key, attempt.attempt)] = dict(rendered.slot_values)
         return GenerationJob(prepared, rendered.prompt, rendered.negative_prompt, attempt.seed)
 
     def generate(self, planned):
@@ -177,30 +141,22 @@ class _Worker:
             r.inspect_seconds = per
         return verdicts
 
-    def write(self, task: ProductTask, attempt: Attempt, result, verdict, accepted: bool) -> dict:
-        name = image_name(task.item.path, task.product_hash, attempt.attempt)
-        rec = {
-            "image": f"images/{name}", "product": task.item.path, "product_hash": task.product_hash,
-            "product_id": task.product_id, "caption": task.item.caption or "", "caption_given": task.item.caption is not None,
-            **self._pending.pop((task.key, attempt.attempt)),
-            "run_seed": self.cfg.generation.seed, "attempt": attempt.attempt, "seed": attempt.seed,
-            "variation": attempt.variation, "size": self.size, "model": self.model_info, "sampling": self.sampling,
-            "nsfw": result.nsfw, "seconds": round(result.seconds, 4),
-            "inspect_seconds": round(getattr(result, "inspect_seconds", 0.0), 4),
-            "rfnet": self.rfnet_name, "verdict": _verdict_dict(verdict), "accepted": accepted, "process": self.rank,
-            "ai_label": AI_LABEL, "error": None, "reliable_ad_version": __version__,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        }
-        params = {k: rec[k] for k in ("prompt", "negative_prompt", "seed", "preset", "product_hash")}
-        save_labelled_png(self.out_dir / rec["image"], result.image, params)
-        append_jsonl(self.manifest, rec)
+    def write(self, task: ProductTask, attempt: Attempt, result, verdict, accepted: bool) -> ManifestRecord:
+        if task.key not in self._stored:
+            self._stored[task.key] = store_product(self.out_dir, task)
+        rec = image_record(
+            task, product_rel=self._stored[task.key], run_seed=self.cfg.generation.seed, attempt=attempt.attempt,
+            seed=attempt.seed, size=self.size, **self._pending.pop((task.key, attempt.attempt)),
+            variation=attempt.variation, model=self.model_info, sampling=self.sampling, nsfw=result.nsfw,
+            seconds=round(result.seconds, 4), inspect_seconds=round(getattr(result, "inspect_seconds", 0.0), 4),
+            rfnet=self.rfnet_name, verdict=_verdict_record(verdict), accepted=accepted, process=self.rank)
+        save_image(self.out_dir, self.manifest, rec, result.image)
         return rec
 
 
-def _verdict_dict(v) -> dict:
-    if hasattr(v, "to_dict"):
-        return v.to_dict()
-    return {"label": v.label, "label_index": int(v.label_index), "probs": dict(v.probs), "p_available": float(v.p_available)}
+def _verdict_record(v) -> VerdictRecord:
+    return VerdictRecord(v.label, int(v.label_index), {k: float(p) for k, p in dict(v.probs).items()},
+                         float(v.p_available))
 
 
 def _distributed(device: str):
@@ -222,27 +178,31 @@ def run_recurrent_job(
     *,
     generator: AdGenerator | None = None,
     judge=None,
+    problems: list[InputProblem] | None = None,
     progress: bool = True,
 ) -> dict:
-    """Run (or resume) the main job; returns the summary (the merged one on the main process)."""
+    """Run (or resume) the main job; returns the summary (the merged one on the main process).
+
+    ``problems`` (bad rows of a products file) are recorded as failed items with their location."""
     out_dir = Path(out_dir)
     rfnet_name = resolve_rfnet(cfg)  # before any generation: a missing reviewer is an error now
     state = _distributed(cfg.generation.model.device)
     rank, world = (state.process_index, state.num_processes) if state else (0, 1)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-        _check_config(out_dir, cfg)
+        check_resume_config(out_dir, to_dict(cfg), _IDENTITY)
     if state:
         state.wait_for_everyone()
-    mine = [item for i, item in enumerate(inputs) if i % world == rank]
-    manifest = out_dir / ("manifest.jsonl" if world == 1 else f"manifest.rank{rank}.jsonl")
+    manifest = out_dir / (MANIFEST if world == 1 else f"manifest.rank{rank}.jsonl")
     records = _read_all(out_dir)
     history = _history(records)
-    tasks, failed = _load_tasks(mine, cfg)
-    known_errors = {(r.get("product"), r["error"]) for r in records if r.get("error")}
-    for path, err in failed.items():
-        if (path, err) not in known_errors:
-            append_jsonl(manifest, {"product": path, "error": err, "created": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    # every process loads every product (cheap next to generating) so that duplicates by content go
+    # to one process, then keeps its share; bad rows are recorded by the main process
+    tasks, failures, duplicates = load_tasks(inputs, cfg.generation, problems if rank == 0 else None)
+    tasks = tasks[rank::world]
+    failures = [f for f in failures if f.product_source is None] + [
+        f for f in failures if f.product_source is not None][rank::world]
+    record_failures(manifest, records, failures, cfg.generation.seed)
 
     rc = cfg.recurrent
     todo = [t for t in tasks if not _finished(history.get(t.key, []), rc.max_attempts)]
@@ -257,6 +217,7 @@ def run_recurrent_job(
             judge = inspector.inspect
         worker = _Worker(cfg, generator, judge, out_dir, manifest, rfnet_name)
         worker.rank = rank
+        worker.remember_slots(records)
         done = len(tasks) - len(todo)
         n_ok = sum(any(o.accepted for o in history.get(t.key, [])) for t in tasks)
         bar = tqdm(total=len(tasks), initial=done, desc=f"products{'' if world == 1 else f' [rank {rank}]'}",
@@ -284,7 +245,11 @@ def run_recurrent_job(
         state.wait_for_everyone()
     if rank != 0:
         return {}
-    return finalize(out_dir, rc.max_attempts)
+    summary = finalize(out_dir, rc.max_attempts)
+    if duplicates:
+        summary["duplicate_products"] = duplicates
+        atomic_write_json(out_dir / "summary.json", summary)
+    return summary
 
 
 def _finished(history: list[Outcome], k: int) -> bool:
@@ -294,28 +259,26 @@ def _finished(history: list[Outcome], k: int) -> bool:
 def finalize(out_dir: Path, max_attempts: int) -> dict:
     """Merge manifest shards, copy accepted and flagged images, write summary.json and report.html."""
     records = _read_all(out_dir)
-    shards = [p for p in _manifests(out_dir) if p.name != "manifest.jsonl"]
+    shards = [p for p in _manifests(out_dir) if p.name != MANIFEST]
     if shards:  # merge: the main manifest is rewritten atomically, then the shards go
         seen, merged = set(), []
         for r in records:
-            k = (r.get("product_hash"), r.get("attempt"), r.get("error"), r.get("product"))
+            k = (r.product_hash, r.attempt, r.error, r.where if r.failed else None)
             if k not in seen:
                 seen.add(k)
                 merged.append(r)
-        merged.sort(key=lambda r: (str(r.get("product")), r.get("attempt", -1)))
-        import json
-
-        atomic_write_text(out_dir / "manifest.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in merged))
+        merged.sort(key=lambda r: (str(r.product_source), r.attempt if r.attempt is not None else -1))
+        atomic_write_text(out_dir / MANIFEST, "".join(r.to_line() for r in merged))
         for p in shards:
             p.unlink()
         records = merged
     for attempts in latest_attempts(records).values():
-        winner = next((a for a in attempts if a.get("accepted")), None)
+        winner = next((a for a in attempts if a.accepted), None)
         if winner is None and len(attempts) >= max_attempts:
-            best = max(attempts, key=lambda a: a["verdict"]["p_available"])
-            _copy(out_dir / best["image"], out_dir / "flagged" / f"{best['product_id']}.png")
+            best = max(attempts, key=lambda a: a.verdict.p_available)
+            _copy(out_dir / best.image, out_dir / "flagged" / f"{best.product_id}.png")
         elif winner is not None:
-            _copy(out_dir / winner["image"], out_dir / "accepted" / f"{winner['product_id']}.png")
+            _copy(out_dir / winner.image, out_dir / "accepted" / f"{winner.product_id}.png")
     summary = summarize(records, max_attempts)
     atomic_write_json(out_dir / "summary.json", summary)
     from reliable_ad.recurrent.report import write_report

@@ -7,31 +7,33 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
+from reliable_ad.data.records import ManifestRecord
 
-def latest_attempts(records: list[dict]) -> dict[str, list[dict]]:
-    """Image records grouped by product, one per attempt (first wins), in attempt order."""
-    by_product: dict[str, dict[int, dict]] = defaultdict(dict)
+
+def latest_attempts(records: list[ManifestRecord]) -> dict[str, list[ManifestRecord]]:
+    """Judged image records grouped by product, one per attempt (first wins), in attempt order."""
+    by_product: dict[str, dict[int, ManifestRecord]] = defaultdict(dict)
     for r in records:
-        if r.get("error") or "attempt" not in r:
+        if not r.is_image or r.attempt is None or r.verdict is None or not r.product_hash:
             continue
-        by_product[r["product_hash"]].setdefault(int(r["attempt"]), r)
+        by_product[r.product_hash].setdefault(int(r.attempt), r)
     return {p: [a[k] for k in sorted(a)] for p, a in by_product.items()}
 
 
-def summarize(records: list[dict], max_attempts: int) -> dict:
+def summarize(records: list[ManifestRecord], max_attempts: int) -> dict:
     products = latest_attempts(records)
-    failed = sorted({r["product"] for r in records if r.get("error")})
+    failed = sorted({r.where for r in records if r.failed})
     first_ok: list[int | None] = []
     rejections: Counter = Counter()
     gen_s = judge_s = 0.0
     for attempts in products.values():
-        ok = next((a["attempt"] + 1 for a in attempts if a.get("accepted")), None)
+        ok = next((a.attempt + 1 for a in attempts if a.accepted), None)
         first_ok.append(ok)
         for a in attempts:
-            gen_s += float(a.get("seconds", 0.0))
-            judge_s += float(a.get("inspect_seconds", 0.0))
-            if not a.get("accepted"):
-                rejections[a["verdict"]["label"]] += 1
+            gen_s += float(a.seconds or 0.0)
+            judge_s += float(a.inspect_seconds or 0.0)
+            if not a.accepted:
+                rejections[a.verdict.label] += 1
     n = len(first_ok)
     available = [k for k in first_ok if k is not None]
     total_attempts = sum(len(a) for a in products.values())

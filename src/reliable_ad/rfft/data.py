@@ -67,6 +67,7 @@ def load_items(inputs: list[ProductInput], cfg: DataConfig, size: int) -> tuple[
                 product, size=size, image_scale=cfg.product.image_scale or preset.image_scale,
                 keep_loc=cfg.product.keep_loc or preset.keep_loc,
                 canny_low=cfg.product.canny_low, canny_high=cfg.product.canny_high,
+                box_alpha_threshold=cfg.product.box_alpha_threshold,
             )
         except (ProductError, ValueError, OSError) as e:
             failed[item.path] = str(e)
@@ -159,7 +160,8 @@ def read_real_ads(path: str, size: int, cfg: DataConfig) -> list[RealAd]:
             image_path = file.parent / rec["image"]
             product = load_product(file.parent / rec["product"], white_threshold=cfg.product.white_threshold)
             prepared = prepare_product(product, size=size, image_scale=1.0, keep_loc=True,
-                                       canny_low=cfg.product.canny_low, canny_high=cfg.product.canny_high)
+                                       canny_low=cfg.product.canny_low, canny_high=cfg.product.canny_high,
+                                       box_alpha_threshold=cfg.product.box_alpha_threshold)
             with Image.open(image_path) as im:
                 image = np.array(im.convert("RGB").resize((size, size), Image.Resampling.BICUBIC), dtype=np.uint8)
             ads.append(RealAd(prepared, image, str(rec["prompt"]), str(rec.get("negative_prompt", ""))))

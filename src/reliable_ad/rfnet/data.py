@@ -413,8 +413,10 @@ def read_manifest(
 ) -> ReadResult:
     """Read our generation manifest (JSON Lines, one record per generated image).
 
-    Keys: ``image`` (relative to the manifest's folder), ``product``, ``product_hash``, ``caption``,
-    optional ``depth``/``salience``, and ``label`` (int or class name: a human label). RFNet's own
+    Records are :class:`reliable_ad.data.records.ManifestRecord` lines: ``image`` and ``product``
+    relative to the manifest's folder (a schema-1 product may be relative to the working directory
+    the run was started in), ``product_hash``, ``caption``, optional ``depth``/``salience``, and
+    ``label`` (int or class name: a human label). RFNet's own
     ``verdict`` is a prediction, not ground truth: it is used as the label only with
     ``use_verdicts=True`` (e.g. to distil one reviewer into another), so that training on an inspected
     run never silently learns from the model's own guesses.
@@ -422,6 +424,8 @@ def read_manifest(
     skipped unless ``require_label=False``, which gives them label -1. The product id is
     ``product_id``, else ``product_hash``, else the product file's stem.
     """
+    from reliable_ad.data.records import iter_manifest
+
     label_map = _label_map(unsuitable)
     path = os.path.abspath(os.fspath(path))
     if not os.path.isfile(path):
@@ -431,13 +435,16 @@ def read_manifest(
     samples: list[Sample] = []
     problems: list[Problem] = []
     n_failed = n_unlabelled = n_dropped = 0
-    for line_no, record in _iter_jsonl(path, problems):
-        if record.get("error"):
+    for line_no, record in iter_manifest(path):
+        if isinstance(record, str):
+            problems.append(Problem(path, line_no, record))
+            continue
+        if record.failed:
             n_failed += 1
             continue
-        value = record.get("label")
-        if value is None and use_verdicts and isinstance(record.get("verdict"), dict):
-            value = record["verdict"].get("label")
+        value = record.label
+        if value is None and use_verdicts and record.verdict is not None:
+            value = record.verdict.label
         if value is None:
             if require_label:
                 n_unlabelled += 1
@@ -452,7 +459,12 @@ def read_manifest(
         if label is None:
             n_dropped += 1
             continue
-        sample = _record_sample(record, folder, label, f"{name}:{line_no}", files)
+        fields = {k: getattr(record, k) for k in ("image", "product", "depth", "salience", "caption", "product_id",
+                                                  "product_hash")}
+        product = record.resolve(folder, "product")
+        if product is not None and record.schema_version < 2:  # schema 1: the product may be cwd-relative
+            fields["product"] = str(product)
+        sample = _record_sample(fields, folder, label, f"{name}:{line_no}", files)
         if isinstance(sample, str):
             problems.append(Problem(path, line_no, sample))
         else:

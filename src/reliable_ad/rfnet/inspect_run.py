@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from reliable_ad.data.records import read_records
 from reliable_ad.utils.io import append_jsonl, atomic_write_bytes, read_jsonl
 
 logger = logging.getLogger(__name__)
@@ -57,14 +58,6 @@ def _read_image(path: Path, *, keep_alpha: bool) -> np.ndarray:
         return np.array(im.convert("RGBA" if keep_alpha and has_alpha else "RGB"), dtype=np.uint8)
 
 
-def _product_path(run: Path, product: str) -> Path:
-    """A record's product path as written by the run: absolute, relative to the run, or to the cwd."""
-    p = Path(product).expanduser()
-    if p.is_absolute():
-        return p
-    return next((c for c in (run / p, Path.cwd() / p) if c.is_file()), run / p)
-
-
 def _cached_maps(run: Path, spec) -> dict[str, bool]:
     """Which kinds of ``RUN_DIR/modalities`` were made with the inspector's estimators."""
     from reliable_ad.modalities.cache import read_meta
@@ -87,11 +80,11 @@ def inspect_run(run_dir: str | os.PathLike, inspector, *, progress: bool = True)
         raise FileNotFoundError(f"{str(run)!r} has no {MANIFEST}; pass a folder written by `reliable-ad generate`")
     fp = inspector.fingerprint
     summary = InspectSummary(run, fp)
-    records = [r for r in read_jsonl(manifest) if not r.get("error") and isinstance(r.get("image"), str)]
+    records = [r for r in read_records(manifest) if r.is_image]
     journal = {r["image"]: r["verdict"] for r in read_jsonl(run / VERDICTS, repair=True) if r.get("model") == fp}
     todo = []
     for r in records:
-        if (r.get("verdict") or {}).get("model") == fp or r["image"] in journal:
+        if (r.verdict is not None and r.verdict.model == fp) or r.image in journal:
             summary.skipped += 1
         else:
             todo.append(r)
@@ -101,33 +94,35 @@ def inspect_run(run_dir: str | os.PathLike, inspector, *, progress: bool = True)
         batch, products, generated = [], [], []
         for r in todo[start : start + inspector.batch_size]:
             try:
-                products.append(_read_image(_product_path(run, str(r.get("product"))), keep_alpha=True))
-                generated.append(_read_image(run / r["image"], keep_alpha=False))
+                product = r.resolve(run, "product")
+                if product is None:
+                    raise ValueError("the record names no product image")
+                products.append(_read_image(product, keep_alpha=True))
+                generated.append(_read_image(run / r.image, keep_alpha=False))
                 batch.append(r)
             except (OSError, ValueError) as e:
                 products, generated = products[: len(batch)], generated[: len(batch)]
-                summary.failed[r["image"]] = f"cannot read its images: {e}"
-                logger.error("inspect: %s skipped: %s", r["image"], e)
+                summary.failed[r.image] = f"cannot read its images: {e}"
+                logger.error("inspect: %s skipped: %s", r.image, e)
         if batch:
-            maps = {kind: [str(p) if (p := map_path(run, kind, r["image"])).is_file() else None for r in batch]
+            maps = {kind: [str(p) if (p := map_path(run, kind, r.image)).is_file() else None for r in batch]
                     if use else None for kind, use in cached.items()}
             try:
-                verdicts = inspector.inspect(products, generated, [r.get("caption") or "" for r in batch], **maps)
+                verdicts = inspector.inspect(products, generated, [r.caption or "" for r in batch], **maps)
             except Exception as e:  # noqa: BLE001 - one failed batch must not end the run
                 logger.exception("inspect: a batch failed")
                 for r in batch:
-                    summary.failed[r["image"]] = f"inspection failed: {e}"
+                    summary.failed[r.image] = f"inspection failed: {e}"
                 verdicts = []
             for r, v in zip(batch, verdicts):
                 entry = {**v.to_dict(), "model": fp}
-                append_jsonl(run / VERDICTS, {"image": r["image"], "model": fp, "verdict": entry})
-                journal[r["image"]] = entry
+                append_jsonl(run / VERDICTS, {"image": r.image, "model": fp, "verdict": entry})
+                journal[r.image] = entry
                 summary.inspected += 1
         bar.update(min(inspector.batch_size, len(todo) - start))
     bar.close()
     merge_verdicts(run, journal)
-    labels = [(r.get("verdict") or {}).get("label") for r in read_jsonl(manifest)
-              if (r.get("verdict") or {}).get("model") == fp]
+    labels = [r.verdict.label for r in read_records(manifest) if r.verdict is not None and r.verdict.model == fp]
     summary.counts = dict(Counter(label for label in labels if label))
     summary.seconds = time.perf_counter() - t0
     summary.timings = dict(inspector.timings)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reliable_ad.config import from_dict, load_config_file, merge_dicts, to_dict
+from reliable_ad.config import from_dict, load_config_file, load_yaml, merge_dicts, to_dict
 from reliable_ad.rfnet.splits import WEIGHT_SCHEMES
 
 SOURCE_KINDS = ("auto", "rf1m", "manifest", "annotations")
@@ -156,39 +156,15 @@ class TrainConfig:
     def load(cls, path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
         """A config file (YAML/JSON; None = defaults) with ``overrides`` (nested dict) applied.
 
-        YAML plain scalars like ``1e-4`` are floats here (YAML 1.2), not the strings PyYAML makes of them.
+        YAML plain scalars like ``1e-4`` are floats (``reliable_ad.config.load_yaml``, shared by every command).
         """
-        data: dict[str, Any] = {}
-        if path and Path(path).suffix.lower() in (".yaml", ".yml") and Path(path).is_file():
-            try:
-                data = yaml_load(Path(path).read_text(encoding="utf-8")) or {}
-            except Exception as e:  # noqa: BLE001 - re-raised with the file name
-                raise ValueError(f"config file {str(path)!r} could not be parsed: {e}") from e
-            if not isinstance(data, dict):
-                raise ValueError(f"config file {str(path)!r} must hold a mapping at the top level")
-        elif path:
-            data = load_config_file(path)
+        data = load_config_file(path) if path else {}
         return cls.from_dict(merge_dicts(data, overrides or {}))
 
     def save(self, path: str | os.PathLike) -> Path:
         from reliable_ad.utils.io import atomic_write_text
 
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
-
-
-def yaml_load(text: str) -> Any:
-    """``yaml.safe_load`` that also reads exponent floats without a dot (``1e-4``), as YAML 1.2 does."""
-    import re
-
-    import yaml
-
-    class Loader(yaml.SafeLoader):
-        pass
-
-    Loader.add_implicit_resolver(
-        "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
-    )
-    return yaml.load(text, Loader=Loader)  # noqa: S506 - a SafeLoader subclass
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
@@ -204,5 +180,8 @@ def parse_set(items: list[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ValueError(f"--set {item!r} conflicts with another --set for {part!r}")
-        node[leaf] = yaml_load(text)
+        try:
+            node[leaf] = load_yaml(text)
+        except ValueError as e:
+            raise ValueError(f"--set {item!r}: the value is {e}; quote strings, e.g. key='a: b'") from None
     return out

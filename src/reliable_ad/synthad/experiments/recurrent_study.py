@@ -107,14 +107,16 @@ class _Trial:
         self.ctx, self.sw, self.shots = ctx, sw, shots
         self.preset = prompt_preset()
         self.config = RecurrentConfig(max_attempts=settings.max_attempts, retry_policy=policy)
-        self.base_slot_values = self.preset.render(0).slot_values  # as `reliable-ad run` plans
+        # as `reliable-ad run` plans: only the background slots step, from the values the last attempt used
+        self.background = {n: v for n, v in self.preset.slots.items() if n in self.preset.background_slots}
+        self.used_slots: dict[tuple[str, int], dict] = {}  # (product key, attempt) -> its slot values
         self.generator = load_generator(ctx)
         self.inspector = load_inspector(ctx)
 
     def plan(self, item, k, history):
         return plan_attempt(item.key, k, history, run_seed=self.ctx.seed, config=self.config,
-                            base_scale=self.preset.image_scale, slots=self.preset.slots,
-                            base_slot_values=self.base_slot_values)
+                            base_scale=self.preset.image_scale, slots=self.background,
+                            previous_slot_values=self.used_slots.get((item.key, k - 1)))
 
     def generate(self, planned) -> list[_Shot]:
         from reliable_ad.generation.generator import GenerationJob
@@ -123,6 +125,7 @@ class _Trial:
         for item, attempt in planned:
             scale = float(attempt.variation.get("image_scale") or self.preset.image_scale)
             rendered = self.preset.render(attempt.seed, slot_values=attempt.variation.get("slot_values"))
+            self.used_slots[(item.key, attempt.attempt)] = dict(rendered.slot_values)
             key = (item.key, attempt.seed, scale, rendered.prompt, rendered.negative_prompt)
             if key not in self.shots:
                 self.shots[key] = _Shot(rendered.prompt, dict(rendered.slot_values), scale)

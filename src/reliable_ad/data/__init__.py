@@ -1,0 +1,1 @@
+"""Data formats every part shares: the manifest record a run writes (``records``)."""
