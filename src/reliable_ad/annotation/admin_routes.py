@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from reliable_ad.annotation import queue, security, stats
 from reliable_ad.annotation.agreement import json_safe
-from reliable_ad.annotation.auth import Who, admin, admin_writer, get_config, get_db
+from reliable_ad.annotation.auth import Id, Who, admin, admin_writer, get_config, get_db
 from reliable_ad.annotation.config import AnnotationConfig
 from reliable_ad.annotation.db import Database
 from reliable_ad.annotation.models import ROLES, User
@@ -39,22 +41,23 @@ class UserBody(BaseModel):
 
 
 @router.get("/batches/{batch_id}/stats")
-def batch_stats(batch_id: int, who: Who = Depends(admin), db: Database = Depends(get_db)):
+def batch_stats(batch_id: Id, who: Who = Depends(admin), db: Database = Depends(get_db)):
     return json_safe(stats.batch_stats(db, batch_id))
 
 
 @router.get("/batches/{batch_id}/disagreements")
-def batch_disagreements(batch_id: int, limit: int = 50, who: Who = Depends(admin), db: Database = Depends(get_db)):
-    return stats.disagreements(db, batch_id, min(max(limit, 1), 500))
+def batch_disagreements(batch_id: Id, limit: Annotated[int, Query(ge=1, le=500)] = 50, who: Who = Depends(admin),
+                        db: Database = Depends(get_db)):
+    return stats.disagreements(db, batch_id, limit)
 
 
 @router.post("/batches/{batch_id}")
-def change_batch(batch_id: int, body: BatchBody, who: Who = Depends(admin_writer), db: Database = Depends(get_db)):
+def change_batch(batch_id: Id, body: BatchBody, who: Who = Depends(admin_writer), db: Database = Depends(get_db)):
     return stats.update_batch(db, batch_id, k=body.k, order=body.order, active=body.active)
 
 
 @router.post("/tasks/{task_id}/resolve")
-def resolve(task_id: int, body: ResolveBody, who: Who = Depends(admin_writer), db: Database = Depends(get_db)):
+def resolve(task_id: Id, body: ResolveBody, who: Who = Depends(admin_writer), db: Database = Depends(get_db)):
     return stats.resolve(db, task_id, body.label, who.id)
 
 
@@ -76,7 +79,7 @@ def add_user(body: NewUserBody, who: Who = Depends(admin_writer), db: Database =
 
 
 @router.post("/users/{user_id}")
-def change_user(user_id: int, body: UserBody, request: Request, who: Who = Depends(admin_writer),
+def change_user(user_id: Id, body: UserBody, request: Request, who: Who = Depends(admin_writer),
                 db: Database = Depends(get_db), config: AnnotationConfig = Depends(get_config)):
     with db.write() as s:
         target = s.get(User, user_id)

@@ -10,9 +10,12 @@ own scripts; request bodies are capped. Routes: :mod:`.routes` (annotators), :mo
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from fastapi import FastAPI, HTTPException
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -70,6 +73,29 @@ def _error(status: int):
     return lambda request, exc: JSONResponse({"detail": str(exc)}, status_code=status)
 
 
+def _json_safe(value):
+    """``value`` with what JSON cannot carry written out as text: NaN and infinities (``1e999`` in
+    a request) and lone surrogates (``"\\ud800"``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if isinstance(value, dict):
+        return {_json_safe(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _invalid_request(request, exc: RequestValidationError) -> JSONResponse:
+    """422 with what is wrong where, as FastAPI answers, also when the bad value cannot be written as
+    JSON (FastAPI's own answer would then fail to render). A bad value is echoed, a whole body (a
+    missing field's "input", which may hold a password) is not."""
+    errors = [{k: v for k, v in e.items() if k != "input" or not isinstance(v, (dict, list, tuple))}
+              for e in exc.errors()]
+    return JSONResponse({"detail": _json_safe(jsonable_encoder(errors))}, status_code=422)
+
+
 def create_app(config: AnnotationConfig | None = None, db: Database | None = None) -> FastAPI:
     """The app for one database (``db``, or the one ``config.db`` names)."""
     config = config or AnnotationConfig()
@@ -77,9 +103,10 @@ def create_app(config: AnnotationConfig | None = None, db: Database | None = Non
     app.state.config = config
     app.state.db = db or Database(config.db)
     app.state.sessions = SessionCache()
-    app.state.throttle = security.LoginThrottle(config.login_attempts)
+    app.state.throttle = security.LoginThrottle(config.login_attempts, per_address=config.login_attempts_per_address)
     app.add_middleware(_Guard)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(queue.NotFound, _error(404))
     app.add_exception_handler(queue.Conflict, _error(409))
     app.add_exception_handler(PermissionError, _error(403))

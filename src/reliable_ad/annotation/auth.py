@@ -7,8 +7,9 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, Response
+from fastapi import Depends, HTTPException, Path, Query, Request, Response
 
 from reliable_ad.annotation import security
 from reliable_ad.annotation.config import AnnotationConfig
@@ -16,6 +17,13 @@ from reliable_ad.annotation.db import Database
 
 SESSION_COOKIE = "rad_session"
 LOGIN_COOKIE = "rad_login"  # double-submit CSRF token of the login and invite forms
+
+# Every id in a URL (path or query): at least 1 and at most what the tables' Integer columns hold on
+# every backend (32 bits on PostgreSQL, which refuses a larger number outright), so an id that no
+# row can have is answered 422 (out of range) or 404 (no such row), never a database error.
+MAX_ID = 2**31 - 1
+Id = Annotated[int, Path(ge=1, le=MAX_ID)]
+QueryId = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 
 
 @dataclass(frozen=True)
@@ -107,6 +115,13 @@ async def admin_writer(who: Who = Depends(writer)) -> Who:
     if not who.is_admin:
         raise HTTPException(403, "admins only")
     return who
+
+
+def client_address(request: Request) -> str:
+    """The client's IP address, what failed logins are counted by. Behind a reverse proxy on the same
+    machine uvicorn puts the proxy's X-Forwarded-For here (it trusts 127.0.0.1 by default; see
+    uvicorn's --forwarded-allow-ips); a header from anyone else is ignored."""
+    return request.client.host if request.client else "unknown"
 
 
 def check_login_csrf(request: Request) -> None:

@@ -22,11 +22,14 @@ class AnnotationConfig:
     secure_cookies: bool = False  # set behind HTTPS: cookies are then sent over HTTPS only
     max_import_bytes: int = 512 * 1024 * 1024  # a larger manifest or label file is refused
     max_import_records: int = 2_000_000  # more records than this are refused
-    login_attempts: int = 10  # failed logins per user name within 15 minutes before refusing more
+    # failed logins of one account from one client address before that address must wait (1 s, then
+    # doubling per further failure up to 15 minutes); other addresses can still log in to the account
+    login_attempts: int = 5
+    login_attempts_per_address: int = 50  # failed logins from one address per 15 minutes, all accounts
 
     def __post_init__(self) -> None:
         for name in ("port", "k", "prefetch", "lease_seconds", "max_import_bytes", "max_import_records",
-                     "login_attempts"):
+                     "login_attempts", "login_attempts_per_address"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "prefetch" else 1):
                 raise ValueError(f"annotation.{name}={value!r} must be a positive int")

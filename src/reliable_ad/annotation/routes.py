@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
+from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import exists, select
@@ -14,8 +17,11 @@ from reliable_ad.annotation import queue, security, stats
 from reliable_ad.annotation.auth import (
     LOGIN_COOKIE,
     SESSION_COOKIE,
+    Id,
+    QueryId,
     Who,
     check_login_csrf,
+    client_address,
     get_config,
     get_db,
     set_session_cookie,
@@ -36,6 +42,7 @@ router = APIRouter()
 class LoginBody(BaseModel):
     username: str = Field(max_length=64)
     password: str = Field(max_length=1024)
+    next: str | None = None  # the page to go to afterwards: answered back if it is on this site, else "/"
 
 
 class InviteBody(BaseModel):
@@ -75,7 +82,7 @@ def page_html(name: str) -> str:
 def _page(request: Request, name: str, *, need_admin: bool = False) -> Response:
     who = who_of(request)
     if who is None:
-        return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
+        return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
     if need_admin and not who.is_admin:
         return HTMLResponse(page_html("forbidden"), status_code=403)
     return HTMLResponse(page_html(name))
@@ -97,12 +104,12 @@ def invite_page():
 
 
 @router.get("/annotate/{batch_id}", include_in_schema=False)
-def annotate_page(request: Request, batch_id: int):
+def annotate_page(request: Request, batch_id: Id):
     return _page(request, "annotate")
 
 
 @router.get("/rank/{batch_id}", include_in_schema=False)
-def rank_page(request: Request, batch_id: int):
+def rank_page(request: Request, batch_id: Id):
     return _page(request, "rank")
 
 
@@ -112,7 +119,7 @@ def admin_page(request: Request):
 
 
 @router.get("/admin/review/{batch_id}", include_in_schema=False)
-def review_page(request: Request, batch_id: int):
+def review_page(request: Request, batch_id: Id):
     return _page(request, "review", need_admin=True)
 
 
@@ -133,19 +140,30 @@ def login(body: LoginBody, request: Request, db: Database = Depends(get_db),
           config: AnnotationConfig = Depends(get_config)):
     check_login_csrf(request)
     throttle: security.LoginThrottle = request.app.state.throttle
-    if throttle.blocked(body.username):
-        raise HTTPException(429, "too many failed logins for this user; wait 15 minutes")
-    with db.read() as s:
-        found = s.scalar(select(User).where(User.username == body.username))
-    if found is None or not found.active or not security.verify_password(body.password, found.password_hash):
-        throttle.failed(body.username)
+    address = client_address(request)
+    refused = throttle.retry_after(body.username, address)
+    if refused is not None:
+        seconds, what = max(1, math.ceil(refused[0])), refused[1]
+        whom = "this user from your address" if what == "account" else "your address"
+        raise HTTPException(429, f"too many failed logins for {whom}; try again in {seconds} s",
+                            headers={"Retry-After": str(seconds)})
+    found = None
+    if security.valid_username(body.username):  # no other name can exist: no need to ask the database
+        with db.read() as s:
+            found = s.scalar(select(User).where(User.username == body.username))
+    # exactly one password hash whether the user is unknown, invited, disabled or known, so the
+    # answer's timing does not tell them apart
+    matches = security.verify_password(body.password, found.password_hash if found is not None else None)
+    if not matches or not found.active:
+        throttle.failed(body.username, address)
         raise HTTPException(401, "wrong user name or password")
-    throttle.succeeded(body.username)
+    throttle.succeeded(body.username, address)
     with db.write() as s:
         security.purge_expired_sessions(s)
         token, row = security.start_session(s, s.get(User, found.id), config.session_hours)
         csrf = row.csrf_token
-    response = JSONResponse({"username": found.username, "role": found.role, "csrf": csrf})
+    response = JSONResponse({"username": found.username, "role": found.role, "csrf": csrf,
+                             "next": security.safe_next(body.next)})
     set_session_cookie(response, token, config)
     return response
 
@@ -193,14 +211,14 @@ def batches(who: Who = Depends(user), db: Database = Depends(get_db)):
 
 
 @router.post("/api/batches/{batch_id}/next")
-def next_tasks(batch_id: int, body: NextBody, who: Who = Depends(writer), db: Database = Depends(get_db),
+def next_tasks(batch_id: Id, body: NextBody, who: Who = Depends(writer), db: Database = Depends(get_db),
                config: AnnotationConfig = Depends(get_config)):
     count = body.count or 1 + config.prefetch
     return {"tasks": queue.claim(db, batch_id, who.id, count, lease_seconds=config.lease_seconds)}
 
 
 @router.post("/api/batches/{batch_id}/undo")
-def undo(batch_id: int, who: Who = Depends(writer), db: Database = Depends(get_db)):
+def undo(batch_id: Id, who: Who = Depends(writer), db: Database = Depends(get_db)):
     return queue.undo(db, batch_id, who.id)
 
 
@@ -215,25 +233,25 @@ def _with_next(result: dict, who: Who, count: int | None, request: Request) -> d
 
 
 @router.post("/api/assignments/{assignment_id}/label")
-def label(assignment_id: int, body: LabelBody, request: Request, who: Who = Depends(writer)):
+def label(assignment_id: Id, body: LabelBody, request: Request, who: Who = Depends(writer)):
     result = queue.answer_label(request.app.state.db, assignment_id, who.id, body.label, body.duration_ms)
     return _with_next(result, who, body.next, request)
 
 
 @router.post("/api/assignments/{assignment_id}/rank")
-def rank(assignment_id: int, body: RankBody, request: Request, who: Who = Depends(writer)):
+def rank(assignment_id: Id, body: RankBody, request: Request, who: Who = Depends(writer)):
     result = queue.answer_ranking(request.app.state.db, assignment_id, who.id, body.ranking, body.duration_ms)
     return _with_next(result, who, body.next, request)
 
 
 @router.post("/api/assignments/{assignment_id}/skip")
-def skip(assignment_id: int, request: Request, body: SkipBody | None = None, who: Who = Depends(writer)):
+def skip(assignment_id: Id, request: Request, body: SkipBody | None = None, who: Who = Depends(writer)):
     result = queue.skip(request.app.state.db, assignment_id, who.id)
     return _with_next(result, who, body.next if body else None, request)
 
 
 @router.get("/api/assignments/{assignment_id}")
-def get_assignment(assignment_id: int, who: Who = Depends(user), db: Database = Depends(get_db)):
+def get_assignment(assignment_id: Id, who: Who = Depends(user), db: Database = Depends(get_db)):
     with db.read() as s:
         a = s.get(Assignment, assignment_id)
         if a is None or a.user_id != who.id:
@@ -243,12 +261,13 @@ def get_assignment(assignment_id: int, who: Who = Depends(user), db: Database = 
 
 
 @router.get("/api/my/answers")
-def my_answers(batch: int | None = None, limit: int = 100, who: Who = Depends(user), db: Database = Depends(get_db)):
+def my_answers(batch: QueryId = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100, who: Who = Depends(user),
+               db: Database = Depends(get_db)):
     query = select(Assignment).where(Assignment.user_id == who.id, Assignment.state == "answered")
     if batch is not None:
         query = query.where(Assignment.batch_id == batch)
     with db.read() as s:
-        rows = s.scalars(query.order_by(Assignment.answered_at.desc()).limit(min(max(limit, 1), 1000)))
+        rows = s.scalars(query.order_by(Assignment.answered_at.desc()).limit(limit))
         return [{"assignment": a.id, "task": a.task_id, "batch": a.batch_id, "label": a.label,
                  "ranking": a.ranking, "answered_at": a.answered_at.isoformat() + "Z"} for a in rows]
 
@@ -269,7 +288,7 @@ def _may_see(s, who: Who, task_id: int) -> bool:
 
 
 @router.get("/media/task/{task_id}/{which}")
-def task_media(task_id: int, which: str, who: Who = Depends(user), db: Database = Depends(get_db)):
+def task_media(task_id: Id, which: str, who: Who = Depends(user), db: Database = Depends(get_db)):
     if which not in ("image", "product"):
         raise HTTPException(404, "no such image")
     with db.read() as s:
@@ -281,7 +300,7 @@ def task_media(task_id: int, which: str, who: Who = Depends(user), db: Database 
 
 
 @router.get("/media/candidate/{candidate_id}")
-def candidate_media(candidate_id: int, who: Who = Depends(user), db: Database = Depends(get_db)):
+def candidate_media(candidate_id: Id, who: Who = Depends(user), db: Database = Depends(get_db)):
     with db.read() as s:
         c = s.get(Candidate, candidate_id)
         if c is None or not _may_see(s, who, c.task_id):

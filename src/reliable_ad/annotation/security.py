@@ -11,6 +11,7 @@ import secrets
 import threading
 import time
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -34,29 +35,39 @@ def hash_password(password: str) -> str:
 
 
 def verify_password(password: str, stored: str | None) -> bool:
-    if not stored or not isinstance(password, str):
-        _dummy_work()  # the same time whether or not the user exists
+    """Whether ``password`` matches the stored hash. Exactly one scrypt hash of ``password`` runs in
+    every case (no stored hash, a malformed one, a non-string password), at the cost new hashes get,
+    so the answer's timing does not tell whether an account exists or has a password yet."""
+    params = _parse_hash(stored)
+    possible = params is not None and isinstance(password, str)
+    if params is None:
+        params = (_SCRYPT_N, _SCRYPT_R, _SCRYPT_P, _DUMMY_SALT, bytes(32))
+    n, r, p, salt, expected = params
+    secret = password.encode("utf-8", "surrogatepass") if isinstance(password, str) else b""
+    try:
+        actual = hashlib.scrypt(secret, salt=salt, n=n, r=r, p=p, maxmem=128 << 20, dklen=len(expected))
+    except ValueError:  # a stored cost beyond the memory limit: a damaged row, not a password
         return False
+    return possible and hmac.compare_digest(actual, expected)
+
+
+_DUMMY_SALT = secrets.token_bytes(16)  # hashed against when there is no stored hash
+
+
+def _parse_hash(stored: str | None) -> tuple[int, int, int, bytes, bytes] | None:
+    """(n, r, p, salt, digest) of a ``scrypt$n$r$p$salt$hash`` string, or None."""
+    if not isinstance(stored, str):
+        return None
     try:
         scheme, n, r, p, salt, digest = stored.split("$")
-        if scheme != "scrypt":
-            return False
-        expected = base64.b64decode(digest)
-        actual = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
-                                maxmem=128 << 20, dklen=len(expected))
+        params = (int(n), int(r), int(p), base64.b64decode(salt, validate=True),
+                  base64.b64decode(digest, validate=True))
     except (ValueError, TypeError):
-        return False
-    return hmac.compare_digest(actual, expected)
-
-
-_DUMMY = None
-
-
-def _dummy_work() -> None:
-    global _DUMMY
-    if _DUMMY is None:
-        _DUMMY = hash_password("dummy-password-for-timing")
-    verify_password("not the password", _DUMMY)
+        return None
+    n, r, p = params[:3]
+    if scheme != "scrypt" or n < 2 or n & (n - 1) or not 0 < r <= 64 or not 0 < p <= 16 or not params[4]:
+        return None
+    return params
 
 
 def check_password_strength(password: str) -> None:
@@ -64,17 +75,26 @@ def check_password_strength(password: str) -> None:
         raise ValueError(f"a password needs at least {MIN_PASSWORD} characters")
     if len(password) > 1024:
         raise ValueError("a password may have at most 1024 characters")
+    try:
+        password.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("a password must be plain Unicode text; it has a lone surrogate "
+                         "(an unpaired \\ud800-\\udfff escape): type it again") from None
+
+
+def valid_username(username: object) -> bool:
+    return isinstance(username, str) and _USERNAME.fullmatch(username) is not None
 
 
 def check_username(username: str) -> str:
-    if not isinstance(username, str) or not _USERNAME.match(username):
+    if not valid_username(username):
         raise ValueError(f"user name {username!r} must be 1-64 letters, digits or . _ @ -, "
                          "starting with a letter or digit")
     return username
 
 
 def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def new_token() -> str:
@@ -83,6 +103,31 @@ def new_token() -> str:
 
 def tokens_equal(a: str | None, b: str | None) -> bool:
     return bool(a) and bool(b) and hmac.compare_digest(a.encode(), b.encode())
+
+
+_URL_IGNORED = re.compile(r"[\t\n\r]")  # browsers drop these anywhere in a URL
+_C0_OR_SPACE = "".join(map(chr, range(0x21)))  # and these at either end
+
+
+def safe_next(value: object) -> str:
+    """Where to go after logging in: ``value`` when it is a path on this site, else ``/``.
+
+    Checked as a browser reads it: a browser drops tabs and newlines anywhere in a URL and control
+    characters and spaces at its ends, and reads ``\\`` as ``/``, so ``/<tab>/evil.example`` and
+    ``/\\evil.example`` both mean ``//evil.example``, another site. What is returned is that
+    normalised path, one ``/`` then no second ``/``, with no scheme and no host."""
+    if not isinstance(value, str) or len(value) > 2048:
+        return "/"
+    path = _URL_IGNORED.sub("", value).strip(_C0_OR_SPACE).replace("\\", "/")
+    if not path.startswith("/") or path.startswith("//"):
+        return "/"
+    try:
+        parts = urlsplit(path)
+    except ValueError:
+        return "/"
+    if parts.scheme or parts.netloc:
+        return "/"
+    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,30 +209,78 @@ def purge_expired_sessions(s: Session) -> int:
 
 
 class LoginThrottle:
-    """At most ``attempts`` failed logins per user name in a sliding window (in memory: per server
-    process, which is what a password-guessing client hits)."""
+    """Failed logins, per (user name, client address) and per client address, in memory (per server
+    process, which is what a password-guessing client hits).
 
-    def __init__(self, attempts: int = 10, window_s: float = 900.0):
-        self.attempts, self.window_s = attempts, window_s
-        self._failures: dict[str, list[float]] = {}
+    After ``attempts`` failures of one account from one address, that address must wait before
+    trying that account again: ``base_delay_s`` after the next failure, doubling with each further
+    one up to ``max_delay_s``. The account stays open to every other address, so nobody can lock
+    out a user (an admin) by failing on purpose. Each address may fail about ``per_address``
+    times per ``window_s`` across all accounts (a leaky bucket). A success clears that
+    (account, address) count, never the address's. At most ``max_entries`` of each are kept,
+    the least recently failed going first.
+    """
+
+    def __init__(self, attempts: int = 5, *, per_address: int = 50, window_s: float = 900.0,
+                 base_delay_s: float = 1.0, max_delay_s: float = 900.0, forget_s: float = 86400.0,
+                 max_entries: int = 100_000, clock=time.monotonic):
+        if attempts < 1 or per_address < 1 or window_s <= 0 or base_delay_s <= 0 or max_delay_s < base_delay_s:
+            raise ValueError(f"LoginThrottle(attempts={attempts}, per_address={per_address}, window_s={window_s}, "
+                             f"base_delay_s={base_delay_s}, max_delay_s={max_delay_s}): use positive numbers "
+                             "with max_delay_s >= base_delay_s")
+        self.attempts, self.per_address, self.window_s = attempts, per_address, window_s
+        self.base_delay_s, self.max_delay_s = base_delay_s, max_delay_s
+        self.forget_s = max(forget_s, max_delay_s)  # a count outlives its longest delay
+        self.max_entries, self.clock = max_entries, clock
+        self._accounts: dict[tuple[str, str], tuple[int, float]] = {}  # -> (failures, last failure)
+        self._addresses: dict[str, tuple[float, float]] = {}  # -> (bucket level, last update)
         self._lock = threading.Lock()
 
-    def _recent(self, key: str, now: float) -> list[float]:
-        times = [t for t in self._failures.get(key, ()) if now - t < self.window_s]
-        self._failures[key] = times
-        return times
+    def _delay(self, failures: int) -> float:
+        extra = failures - self.attempts
+        if extra < 0:
+            return 0.0
+        return min(self.max_delay_s, self.base_delay_s * 2.0 ** min(extra, 64))
 
-    def blocked(self, username: str) -> bool:
-        with self._lock:
-            return len(self._recent(username.lower(), time.monotonic())) >= self.attempts
+    def _level(self, address: str, now: float) -> float:
+        level, then = self._addresses.get(address, (0.0, now))
+        return max(0.0, level - (now - then) * self.per_address / self.window_s)
 
-    def failed(self, username: str) -> None:
+    def retry_after(self, username: str, address: str) -> tuple[float, str] | None:
+        """None when a login attempt may go ahead, else (seconds to wait, what is throttled)."""
+        key = (username.lower(), address)
         with self._lock:
-            now = time.monotonic()
-            self._recent(username.lower(), now).append(now)
-            if len(self._failures) > 100_000:  # bound memory against made-up names
-                self._failures = {k: v for k, v in self._failures.items() if v}
+            now = self.clock()
+            level = self._level(address, now)
+            if level >= self.per_address:
+                return (level - self.per_address + 1) * self.window_s / self.per_address, "address"
+            failures, last = self._accounts.get(key, (0, now))
+            wait = last + self._delay(failures) - now
+            return (wait, "account") if wait > 0 else None
 
-    def succeeded(self, username: str) -> None:
+    def failed(self, username: str, address: str) -> None:
+        key = (username.lower(), address)
         with self._lock:
-            self._failures.pop(username.lower(), None)
+            now = self.clock()
+            failures = self._accounts.pop(key, (0, now))[0] + 1
+            self._accounts[key] = (failures, now)  # re-inserted: dicts keep the most recent last
+            level = self._level(address, now) + 1
+            self._addresses.pop(address, None)
+            self._addresses[address] = (level, now)
+            self._trim(now)
+
+    def succeeded(self, username: str, address: str) -> None:
+        with self._lock:
+            self._accounts.pop((username.lower(), address), None)
+
+    def _trim(self, now: float) -> None:
+        for table, stale in ((self._accounts, lambda v: now - v[1] > self.forget_s),
+                             (self._addresses, lambda v: v[0] <= (now - v[1]) * self.per_address / self.window_s)):
+            while table:
+                oldest = next(iter(table))
+                if len(table) <= self.max_entries and not stale(table[oldest]):
+                    break
+                del table[oldest]
+
+    def __len__(self) -> int:
+        return len(self._accounts) + len(self._addresses)
