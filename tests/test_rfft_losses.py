@@ -151,3 +151,27 @@ def test_rfnet_judge_gradient_reaches_the_image_and_maps_are_detached():
     # a plain callable judge: accept at p >= 0.5
     plain = judge_decide(lambda g, p, c: torch.log(torch.tensor([0.7, 0.2])), generated, product, ["a", "b"])
     assert plain.tolist() == [True, False]
+
+
+def test_the_rfft_judge_uses_the_estimators_its_rfnet_was_trained_with():
+    """`rfft train --rfnet X` judges with X's own depth and salience estimators (its modalities.json),
+    the same ones `run` and `inspect` use, not the paper's defaults."""
+    from reliable_ad.rfft.config import FeedbackConfig
+    from reliable_ad.rfft.feedback import RFNetJudge
+    from reliable_ad.rfnet.inspector import Inspector
+
+    cfg = FeedbackConfig(rfnet="synthad")
+    judge = RFNetJudge.from_pretrained(cfg.rfnet, depth=cfg.depth, salience=cfg.salience)
+    inspector = Inspector.from_pretrained("synthad")
+    assert inspector.spec.depth == "synthad" and inspector.spec.salience == "synthad"
+    assert type(judge.depth) is type(inspector.estimators["depth"])
+    assert type(judge.salience) is type(inspector.estimators["salience"])
+    generated = torch.rand(2, 3, 64, 64, requires_grad=True)
+    product = torch.rand(2, 3, 64, 64)
+    log_p = judge(generated, product, ["a lamp", "a vase"])
+    verdicts = inspector.inspect([(p.permute(1, 2, 0).numpy() * 255).astype("uint8") for p in product],
+                                 [(g.detach().permute(1, 2, 0).numpy() * 255).astype("uint8") for g in generated],
+                                 ["a lamp", "a vase"])
+    assert log_p.shape == (2,) and torch.isfinite(log_p).all()
+    # the same judge: the differentiable one agrees with the Inspector (up to uint8 rounding)
+    assert torch.allclose(log_p.exp(), torch.tensor([v.p_available for v in verdicts]), atol=0.05)

@@ -44,8 +44,8 @@ class DataConfig:
 @dataclass
 class FeedbackConfig:
     rfnet: str | None = None  # trained RFNet: folder, hub id or preset name ("tiny" only for smoke tests)
-    depth: str = "dpt-hybrid"  # depth estimator for RFNet's I_d (the paper's DPT)
-    salience: str = "auto"  # salience estimator for I_s (U2-Net-p when installed)
+    depth: str | None = None  # depth estimator for RFNet's I_d; None = the one the RFNet was trained with
+    salience: str | None = None  # salience estimator for I_s; None = the one the RFNet was trained with
     available_threshold: float | None = None  # p(Available) to accept in validation; None = RFNet's argmax
 
     def __post_init__(self) -> None:

@@ -3,7 +3,7 @@
 A judge is any callable `judge(generated01, product01, captions) -> (B,)` log p(Available), where
 `generated01` (B, 3, H, W) in [0, 1] is the ad with the product pasted back and carries gradient,
 and `product01` (B, 3, h, w) in [0, 1] is the product image I_o. Tests inject analytic judges;
-`RFNetJudge` wraps a trained RFNet with its depth and salience estimators.
+`RFNetJudge` wraps a trained RFNet with the depth and salience estimators it was trained with.
 
 Deliberate choice: depth and salience maps are computed from the decoded image *detached*. (1) The
 salience estimators the paper's setting allows (U2-Net-p under OpenCV, OpenCV's fine-grained
@@ -37,24 +37,30 @@ class RFNetJudge:
         self.available_index = available_index
 
     @classmethod
-    def from_names(cls, rfnet: str, depth: str, salience: str, *, device=None, threshold: float | None = None):
-        """Load RFNet (folder, hub id or preset) and the depth/salience estimators by registry name."""
-        from reliable_ad.modalities import build_depth, build_salience
-        from reliable_ad.rfnet import load_rfnet
+    def from_pretrained(cls, rfnet: str, *, depth: str | None = None, salience: str | None = None, device=None,
+                        threshold: float | None = None) -> RFNetJudge:
+        """RFNet (folder, hub id or preset) with the depth and salience estimators it was trained with
+        (its folder's modalities.json), loaded exactly as `run` and `inspect` load their Inspector;
+        ``depth``/``salience`` override them (a registry name)."""
+        from reliable_ad.rfnet.inspector import build_estimators, load_for_inference
 
-        model, processor = load_rfnet(rfnet)
-        size = processor.image_size
-        depth_est = build_depth(depth, size=size, device=device)  # estimators come frozen
-        salience_est = build_salience(salience, size=size, device=device)
-        return cls(model.to(device or "cpu"), processor, depth_est, salience_est, threshold=threshold)
+        model, processor, spec, _ = load_for_inference(rfnet, depth=depth, salience=salience)
+        estimators = build_estimators(spec, device=device)  # estimators come frozen
+        return cls(model.to(device or "cpu"), processor, estimators["depth"], estimators["salience"],
+                   threshold=threshold)
+
+    @classmethod
+    def from_names(cls, rfnet: str, depth: str | None, salience: str | None, *, device=None,
+                   threshold: float | None = None) -> RFNetJudge:
+        return cls.from_pretrained(rfnet, depth=depth, salience=salience, device=device, threshold=threshold)
 
     def log_probs(self, generated01: torch.Tensor, product01: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
         """RFNet's log-probabilities (B, num_classes); gradient reaches `generated01` only."""
         device = next(self.model.parameters()).device
         with torch.no_grad():  # detached maps: see the module docstring
             plain = generated01.detach().float().clamp(0, 1)
-            depth = self.depth(plain).to(device)
-            salience = self.salience(plain).to(device)
+            depth = self.depth(plain).to(device) if self.depth is not None else None  # None: unused by the model
+            salience = self.salience(plain).to(device) if self.salience is not None else None
         captions = list(captions) if self.processor.tokenizer is not None else None
         batch = self.processor(captions, product=product01.float().to(device), generated=generated01.float().to(device),
                                depth=depth, salience=salience)

@@ -148,8 +148,9 @@ class RFFTTrainer:
             if cfg.feedback.rfnet is None:
                 raise ValueError("feedback.rfnet is not set: give a trained RFNet (folder or hub id); "
                                  "'tiny' builds a random one, for smoke tests only")
-            judge = RFNetJudge.from_names(cfg.feedback.rfnet, cfg.feedback.depth, cfg.feedback.salience,
-                                          device=accelerator.device, threshold=cfg.feedback.available_threshold)
+            judge = RFNetJudge.from_pretrained(cfg.feedback.rfnet, depth=cfg.feedback.depth,
+                                               salience=cfg.feedback.salience, device=accelerator.device,
+                                               threshold=cfg.feedback.available_threshold)
         rewards = list(rewards) + [build_reward(r) for r in cfg.loss.rewards]
         return cls(cfg, out_dir, pipe=pipe, info=info, judge=judge, train_items=train, val_items=val,
                    real_ads=real_ads, rewards=rewards, accelerator=accelerator, failed_products=failed)
