@@ -39,7 +39,7 @@ def _row(r: dict) -> str:
 def record(doc: Path, result: dict) -> None:
     """Put ``result`` in this benchmark's table in ``doc``, replacing the row of the same backend
     and leaving every other section as it is."""
-    from reliable_ad.utils.io import atomic_write_text
+    from reliable_ad.core.io import atomic_write_text
 
     text = doc.read_text(encoding="utf-8") if doc.exists() else "# Benchmarks\n"
     start = text.find(SECTION + "\n")

@@ -51,7 +51,7 @@ def sd15_sized_pipeline(dtype: torch.dtype, device: str):
 
 
 def _prepared(size: int):
-    from reliable_ad.generation.product import prepare_product, product_from_arrays
+    from reliable_ad.data.product import prepare_product, product_from_arrays
 
     yy, xx = np.mgrid[0:256, 0:256]
     alpha = (((xx - 128) ** 2 / 60**2 + (yy - 140) ** 2 / 100**2) < 1).astype(np.uint8) * 255

@@ -38,7 +38,7 @@ def main() -> None:
 
     from reliable_ad.generation.config import ModelConfig, SamplingConfig
     from reliable_ad.generation.generator import AdGenerator, GenerationJob
-    from reliable_ad.generation.product import prepare_product, product_from_arrays
+    from reliable_ad.data.product import prepare_product, product_from_arrays
     from reliable_ad.generation.seeds import derive_seed
     from reliable_ad.recurrent.loop import Attempt, make_acceptor, recurrent_generation
     from reliable_ad.rfnet.inspector import Inspector

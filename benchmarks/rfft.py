@@ -33,7 +33,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def _items(size: int, n: int):
-    from reliable_ad.generation.product import prepare_product, product_from_arrays
+    from reliable_ad.data.product import prepare_product, product_from_arrays
     from reliable_ad.generation.prompts import get_preset
     from reliable_ad.rfft.data import TrainItem, product_view
 

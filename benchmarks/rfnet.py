@@ -111,7 +111,7 @@ class GenerationCase:
     def __init__(self, n: int, device: str):
         from reliable_ad.generation.config import ModelConfig, SamplingConfig
         from reliable_ad.generation.generator import AdGenerator, GenerationJob
-        from reliable_ad.generation.product import prepare_product, product_from_arrays
+        from reliable_ad.data.product import prepare_product, product_from_arrays
 
         self.gen = AdGenerator.from_config(ModelConfig(model="tiny", device=device), SamplingConfig())
         yy, xx = np.mgrid[0:256, 0:256]

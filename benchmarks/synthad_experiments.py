@@ -33,7 +33,7 @@ from reliable_ad.synthad.experiments import STUDIES  # noqa: E402
 from reliable_ad.synthad.experiments.common import ExperimentContext  # noqa: E402
 from reliable_ad.synthad.experiments.report import (STATUS_FAILED, STATUS_MISSING, STATUS_OK,  # noqa: E402
                                                     check_result, render_report)
-from reliable_ad.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: E402
+from reliable_ad.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: E402
 
 logger = logging.getLogger("synthad_experiments")
 ROOT = Path(__file__).resolve().parents[1]  # default paths are the repository's, wherever it is run from
@@ -145,7 +145,7 @@ def machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("accelerate", "httpx", "urllib3", "reliable_ad.rfnet.eval_loop", "reliable_ad.rfnet.data",
+    for noisy in ("accelerate", "httpx", "urllib3", "reliable_ad.rfnet.eval_loop", "reliable_ad.data.readers",
                   "reliable_ad.rfnet.trainer_data", "reliable_ad.rfnet.train"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

@@ -511,7 +511,7 @@ def _labelled(db, run, tmp_path):
 
 
 def test_jsonl_export_is_read_by_read_annotation_export(db, run, tmp_path):
-    from reliable_ad.rfnet.data import read_annotation_export
+    from reliable_ad.data.readers import read_annotation_export
 
     votes = _labelled(db, run, tmp_path)
     out = tmp_path / "exports" / "labels.jsonl"
@@ -530,7 +530,7 @@ def test_jsonl_export_is_read_by_read_annotation_export(db, run, tmp_path):
 
 
 def test_rf1m_export_is_read_by_read_rf1m(db, run, tmp_path):
-    from reliable_ad.rfnet.data import read_rf1m
+    from reliable_ad.data.readers import read_rf1m
 
     _labelled(db, run, tmp_path)
     out = tmp_path / "rf1m_export"

@@ -15,7 +15,7 @@ from PIL import Image
 from reliable_ad.cli.main import main
 from reliable_ad.generation.inputs import read_product_inputs
 from reliable_ad.generation.prompts import get_preset
-from reliable_ad.utils.io import read_jsonl
+from reliable_ad.core.io import read_jsonl
 
 FAST = ["--model", "tiny", "--size", "64", "--steps", "2", "--no-progress"]
 
@@ -206,7 +206,7 @@ def test_exponent_floats_are_floats_in_every_command_config(tmp_path):
 
 def test_one_yaml_loader():
     import reliable_ad.rfnet.train_config as train_config
-    from reliable_ad.config import load_yaml
+    from reliable_ad.core.config import load_yaml
 
     assert load_yaml("a: 1e-5\nb: '1e-5'\nc: 1.5\nd: 3") == {"a": 1e-5, "b": "1e-5", "c": 1.5, "d": 3}
     assert not hasattr(train_config, "yaml_load")  # the duplicate is gone

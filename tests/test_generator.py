@@ -13,7 +13,7 @@ from conftest import make_product_rgba
 from reliable_ad.generation.config import ModelConfig, SamplingConfig
 from reliable_ad.generation.generator import AdGenerator, GenerationJob
 from reliable_ad.generation.models import load_pipeline
-from reliable_ad.generation.product import prepare_product, product_from_arrays
+from reliable_ad.data.product import prepare_product, product_from_arrays
 
 SIZE = 64
 FAST = dict(size=SIZE, num_inference_steps=4, batch_size=4)

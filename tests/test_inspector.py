@@ -15,12 +15,14 @@ from PIL import Image
 from reliable_ad.generation.config import GenerateConfig, ModelConfig, SamplingConfig
 from reliable_ad.generation.inputs import read_product_inputs
 from reliable_ad.generation.run import run_generate
-from reliable_ad.rfnet import CLASS_NAMES, load_rfnet
-from reliable_ad.rfnet.data import RFDataset, Sample
+from reliable_ad.core.labels import CLASS_NAMES
+from reliable_ad.rfnet import load_rfnet
+from reliable_ad.rfnet.dataset import RFDataset
+from reliable_ad.data.readers import Sample
 from reliable_ad.rfnet.inspect_run import VERDICTS, inspect_run
 from reliable_ad.rfnet.inspector import Inspector, Verdict
 from reliable_ad.rfnet.modality_spec import MODALITIES_FILE, ModalitySpec, save_rfnet
-from reliable_ad.utils.io import read_jsonl
+from reliable_ad.core.io import read_jsonl
 
 from conftest import make_product_rgba
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from reliable_ad.modalities import build_depth, build_salience
 from reliable_ad.modalities.cache import attach_cached_maps, build_cache, list_images, map_path, read_meta
-from reliable_ad.rfnet.data import read_manifest, read_rf1m
+from reliable_ad.data.readers import read_manifest, read_rf1m
 
 TINY = {"depth": "tiny", "salience": "fine-grained", "size": 32}
 

@@ -13,21 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from reliable_ad.generation.product import (
-    PlacedProduct,
-    Product,
-    ProductError,
-    alpha_from_white,
-    canny_control,
-    dilation_kernel_px,
-    inpaint_mask,
-    load_product,
-    paste_back,
-    place_product,
-    prepare_product,
-    product_box,
-    product_from_arrays,
-)
+from reliable_ad.data.product import PlacedProduct, Product, ProductError, alpha_from_white, canny_control, dilation_kernel_px, inpaint_mask, load_product, paste_back, place_product, prepare_product, product_box, product_from_arrays
 
 REAL_PRODUCTS = Path(__file__).resolve().parents[2] / "shared" / "data" / "products"
 

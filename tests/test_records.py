@@ -76,7 +76,7 @@ def test_run_writes_self_contained_records_every_reader_accepts(tiny_run, tmp_pa
     from reliable_ad.annotation.agreement import uncertainty
     from reliable_ad.annotation.db import Database
     from reliable_ad.annotation.importer import import_availability
-    from reliable_ad.rfnet.data import read_manifest
+    from reliable_ad.data.readers import read_manifest
 
     images = _images(tiny_run)
     assert images and all(r.schema_version == SCHEMA_VERSION and r.verdict is not None for r in images)
@@ -110,7 +110,7 @@ def test_schema_1_records_still_read(tmp_path, monkeypatch):
     """A record of the first schema (no schema_version, product relative to the old run's cwd)."""
     from reliable_ad.annotation.db import Database
     from reliable_ad.annotation.importer import ImportRejected, import_availability
-    from reliable_ad.rfnet.data import read_manifest
+    from reliable_ad.data.readers import read_manifest
     from conftest import make_product_rgba
 
     from PIL import Image

@@ -11,7 +11,7 @@ import pytest
 from reliable_ad.recurrent.config import RecurrentConfig, RunConfig
 from reliable_ad.recurrent.loop import Attempt, Outcome, make_acceptor, recurrent_generation
 from reliable_ad.recurrent.policies import plan_attempt
-from reliable_ad.rfnet.labels import CLASS_NAMES
+from reliable_ad.core.labels import CLASS_NAMES
 
 
 @dataclass
@@ -200,7 +200,7 @@ def tiny_generator(tiny_checkpoint):
 def test_run_job_writes_every_attempt_summary_and_report(tiny_generator, product_files, tmp_path):
     from reliable_ad.generation.inputs import read_product_inputs
     from reliable_ad.recurrent.run import run_recurrent_job
-    from reliable_ad.utils.io import read_jsonl
+    from reliable_ad.core.io import read_jsonl
 
     inputs, _ = read_product_inputs([str(p) for p in product_files])
     never = lambda p, g, c: [FakeVerdict.of(1, p=0.1 + 0.1 * i) for i in range(len(g))]  # noqa: E731
@@ -226,7 +226,7 @@ def test_run_job_writes_every_attempt_summary_and_report(tiny_generator, product
 def test_run_job_resume_equals_uninterrupted(tiny_generator, product_files, tmp_path):
     from reliable_ad.generation.inputs import read_product_inputs
     from reliable_ad.recurrent.run import run_recurrent_job
-    from reliable_ad.utils.io import read_jsonl
+    from reliable_ad.core.io import read_jsonl
 
     inputs, _ = read_product_inputs([str(p) for p in product_files])
     cfg = _run_cfg(tmp_path, max_attempts=4)

@@ -11,7 +11,7 @@ from collections import Counter
 
 import pytest
 
-from reliable_ad.utils.io import read_jsonl
+from reliable_ad.core.io import read_jsonl
 
 ARGS = ["--model", "tiny", "--size", "64", "--steps", "2", "--max-attempts", "2", "--batch-size", "2", "--no-progress"]
 

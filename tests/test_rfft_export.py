@@ -12,7 +12,7 @@ from conftest import make_product_rgba
 from reliable_ad.cli.main import main
 from reliable_ad.generation.config import ModelConfig, SamplingConfig
 from reliable_ad.generation.generator import AdGenerator, GenerationJob
-from reliable_ad.generation.product import prepare_product, product_from_arrays
+from reliable_ad.data.product import prepare_product, product_from_arrays
 from reliable_ad.rfft.config import TrainableConfig
 from reliable_ad.rfft.trainer import RFFTTrainer
 from rfft_helpers import SIZE, config, judge, products  # noqa: F401 - products is a fixture

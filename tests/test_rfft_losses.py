@@ -11,7 +11,7 @@ import torch
 from conftest import make_product_rgba
 from reliable_ad.generation.config import ModelConfig
 from reliable_ad.generation.models import load_pipeline
-from reliable_ad.generation.product import prepare_product, product_from_arrays
+from reliable_ad.data.product import prepare_product, product_from_arrays
 from reliable_ad.generation.seeds import torch_generator
 from reliable_ad.generation.weighting import encode_prompt_pair
 from reliable_ad.rfft.losses import (

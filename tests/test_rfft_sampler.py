@@ -9,7 +9,7 @@ import torch
 from conftest import make_product_rgba
 from reliable_ad.generation.config import ModelConfig, SamplingConfig
 from reliable_ad.generation.generator import AdGenerator, GenerationJob
-from reliable_ad.generation.product import prepare_product, product_from_arrays
+from reliable_ad.data.product import prepare_product, product_from_arrays
 from reliable_ad.generation.seeds import torch_generator
 from reliable_ad.generation.weighting import encode_prompt_pair
 from reliable_ad.rfft.sampler import ControlNetInpaintSampler

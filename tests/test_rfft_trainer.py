@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from conftest import make_product_rgba
-from reliable_ad.config import from_dict
+from reliable_ad.core.config import from_dict
 from reliable_ad.generation.config import ModelConfig, SamplingConfig
 from reliable_ad.rfft.config import (
     DataConfig,

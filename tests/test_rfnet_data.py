@@ -13,21 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-from reliable_ad.rfnet.data import (
-    CLASS_NAMES,
-    ImageLoadError,
-    RFDataset,
-    Sample,
-    class_counts,
-    class_weights,
-    collate_rf,
-    parse_label,
-    policy_class_names,
-    read_annotation_export,
-    read_manifest,
-    read_rf1m,
-    split_by_product,
-)
+from reliable_ad.data.readers import CLASS_NAMES, Sample, parse_label, policy_class_names, read_annotation_export, read_manifest, read_rf1m
+from reliable_ad.data.tensors import ImageLoadError
+from reliable_ad.rfnet.dataset import RFDataset, collate_rf
+from reliable_ad.data.splits import class_counts, class_weights, split_by_product
 
 
 def _png(path: Path, size=(8, 8), color=(200, 10, 10), mode="RGB") -> Path:
@@ -84,7 +73,7 @@ def test_read_rf1m_parses_names_ints_and_separators(release: Path) -> None:
 
 
 def test_read_rf1m_records_problems_without_failing(release: Path, caplog) -> None:
-    with caplog.at_level(logging.WARNING, logger="reliable_ad.rfnet.data"):
+    with caplog.at_level(logging.WARNING, logger="reliable_ad.data.readers"):
         _, problems = read_rf1m(release)
     lines = {p.line: p.message for p in problems}
     assert sorted(lines) == [9, 10, 11, 12]

@@ -11,9 +11,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 
+from reliable_ad.core.labels import AVAILABLE_INDEX, CLASS_NAMES
 from reliable_ad.rfnet import (
-    AVAILABLE_INDEX,
-    CLASS_NAMES,
     RFNet,
     RFNetConfig,
     RFNetProcessor,

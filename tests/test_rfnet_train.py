@@ -16,12 +16,13 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from reliable_ad.modalities.cache import build_cache
-from reliable_ad.rfnet import CLASS_NAMES, load_rfnet
+from reliable_ad.core.labels import CLASS_NAMES
+from reliable_ad.rfnet import load_rfnet
 from reliable_ad.rfnet.eval_loop import evaluate_model
 from reliable_ad.rfnet.inspector import Inspector
 from reliable_ad.rfnet.train import train
 from reliable_ad.rfnet.train_config import DataSource, TrainConfig, parse_set
-from reliable_ad.utils.io import read_jsonl
+from reliable_ad.core.io import read_jsonl
 
 COLORS = [(220, 40, 40), (40, 200, 40), (40, 40, 220), (220, 220, 40), (40, 220, 220)]
 

@@ -16,7 +16,7 @@ from reliable_ad.generation.config import GenerateConfig, ModelConfig, SamplingC
 from reliable_ad.generation.inputs import read_product_inputs
 from reliable_ad.generation.provenance import read_label
 from reliable_ad.generation.run import run_generate
-from reliable_ad.utils.io import read_jsonl
+from reliable_ad.core.io import read_jsonl
 
 FAST = SamplingConfig(size=64, num_inference_steps=3, batch_size=2)
 

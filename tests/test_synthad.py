@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from reliable_ad.generation.product import load_product, paste_back, prepare_product, product_from_arrays
-from reliable_ad.rfnet.labels import AVAILABLE_INDEX, CLASS_NAMES
+from reliable_ad.data.product import load_product, paste_back, prepare_product, product_from_arrays
+from reliable_ad.core.labels import AVAILABLE_INDEX, CLASS_NAMES
 from reliable_ad.synthad import (CATEGORIES, CATEGORY_NAMES, COLOR_NAMES, DEFECT_VARIANTS, PRODUCT_COLORS, REFERENCES,
                                  SURFACES, WALL_COLORS, OracleInspector, SceneAttributes, attribute_conflicts,
                                  attributes_from_prompt, class_schedule, parse_caption, render_scene, sample_product,
@@ -306,7 +306,8 @@ def test_class_schedule_follows_shares():
 
 def test_dataset_writer_is_readable_by_read_rf1m(tmp_path):
     from reliable_ad.modalities.cache import attach_cached_maps
-    from reliable_ad.rfnet.data import RFDataset, read_rf1m
+    from reliable_ad.rfnet.dataset import RFDataset
+    from reliable_ad.data.readers import read_rf1m
 
     summary = write_synthad_dataset(tmp_path / "synthad", 20, seed=3, maps=True)
     assert summary.ok and summary.written == 20 and set(summary.per_class.values()) == {4}

@@ -48,7 +48,7 @@ def test_missing_packaged_weights_name_the_fix(monkeypatch, tmp_path):
 
 def test_packaged_generator_loads_through_the_pipeline_and_keeps_the_product():
     from reliable_ad.generation.generator import AdGenerator, GenerationJob
-    from reliable_ad.generation.product import prepare_product
+    from reliable_ad.data.product import prepare_product
     from reliable_ad.generation.prompts import get_preset
     from reliable_ad.synthad.dataset import stream_product
 
@@ -98,7 +98,7 @@ def test_training_prompts_are_the_synthad_preset_filled_with_the_scene():
 def test_cli_writes_products_that_run_reads(tmp_path):
     from reliable_ad.cli.main import main
     from reliable_ad.generation.inputs import read_product_inputs
-    from reliable_ad.generation.product import load_product
+    from reliable_ad.data.product import load_product
 
     assert main(["synthad", "products", "-n", "3", "--seed", "7", "--out", str(tmp_path)]) == 0
     items, problems = read_product_inputs([str(tmp_path / "products.csv")])

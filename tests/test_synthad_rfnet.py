@@ -14,7 +14,7 @@ from reliable_ad.evaluation import average_precision
 from reliable_ad.modalities import build_depth, build_salience, list_depth_estimators, list_salience_estimators
 from reliable_ad.rfnet import build_rfnet, list_presets, load_rfnet
 from reliable_ad.rfnet.inspector import Inspector
-from reliable_ad.rfnet.labels import CLASS_NAMES
+from reliable_ad.core.labels import CLASS_NAMES
 from reliable_ad.synthad.dataset import class_schedule, render_item, stream_product
 from reliable_ad.synthad.estimators import depth_correlation, predict_maps, salience_iou
 from reliable_ad.synthad.layout import LayoutError

@@ -63,7 +63,7 @@ class SizeMismatchInspector:
 
     def inspect(self, products, generated, captions):
         from reliable_ad.rfnet.inspector import Verdict
-        from reliable_ad.rfnet.labels import CLASS_NAMES
+        from reliable_ad.core.labels import CLASS_NAMES
 
         return [Verdict.from_probs([0.1, 0.1, 0.6, 0.1, 0.1], CLASS_NAMES) for _ in generated]
 

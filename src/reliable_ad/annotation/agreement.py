@@ -68,7 +68,7 @@ def fleiss_kappa(counts: Sequence[Sequence[int]]) -> float | None:
 
 def majority(votes: Iterable[int]) -> tuple[int, float] | None:
     """(label, share of votes) of the most frequent label; ties go to the lowest class index, as
-    :func:`reliable_ad.rfnet.data.read_annotation_export` decides them. None for no votes."""
+    :func:`reliable_ad.data.readers.read_annotation_export` decides them. None for no votes."""
     tally: dict[int, int] = {}
     for v in votes:
         tally[v] = tally.get(v, 0) + 1

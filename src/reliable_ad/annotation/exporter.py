@@ -2,9 +2,9 @@
 
 - JSON Lines, one record per labelled image with every vote (``votes``, ``annotations``), an
   adjudicated ``label`` when an admin settled a disagreement, and paths relative to the file:
-  :func:`reliable_ad.rfnet.data.read_annotation_export` reads it as it is.
+  :func:`reliable_ad.data.readers.read_annotation_export` reads it as it is.
 - RF1M-style folder: ``labels.txt`` (majority or adjudicated label per image), ``captions.json``
-  and ``products/``, named so that :func:`reliable_ad.rfnet.data.read_rf1m` pairs them up.
+  and ``products/``, named so that :func:`reliable_ad.data.readers.read_rf1m` pairs them up.
 - Preference JSON Lines: every ranking with the order it was shown in, plus a summary (mean rank,
   pairwise win rates with 95% intervals).
 Every file is written atomically: a failed export leaves the previous one intact.
@@ -26,7 +26,7 @@ from reliable_ad.annotation.agreement import json_safe, majority, mean_ranks, pa
 from reliable_ad.annotation.db import Database
 from reliable_ad.annotation.guidance import LABELS
 from reliable_ad.annotation.models import Assignment, Batch, Candidate, Task, User
-from reliable_ad.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_lines, atomic_write_text
+from reliable_ad.core.io import atomic_write_bytes, atomic_write_json, atomic_write_lines, atomic_write_text
 
 logger = logging.getLogger(__name__)
 

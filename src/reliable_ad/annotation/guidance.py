@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from reliable_ad.rfnet.labels import CLASS_NAMES, UNSUITABLE
+from reliable_ad.core.labels import CLASS_NAMES, UNSUITABLE
 
 # the order is the class index RFNet trains on; key 6 is the optional sixth label
 LABELS: tuple[str, ...] = (*CLASS_NAMES, UNSUITABLE)

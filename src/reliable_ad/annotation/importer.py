@@ -254,7 +254,7 @@ def read_run(path: str | os.PathLike, limits: Limits, problems: list[str],
 def read_rf1m_folder(root: str | os.PathLike, limits: Limits, problems: list[str],
                      allow_roots: list[Path] | None = None) -> list[dict]:
     """Task rows of an RF1M-style folder, read by RFNet's own reader; its labels become reference labels."""
-    from reliable_ad.rfnet.data import LABEL_FILE_NAMES, read_rf1m
+    from reliable_ad.data.readers import LABEL_FILE_NAMES, read_rf1m
 
     root = Path(root)
     label_file = next((root / n for n in LABEL_FILE_NAMES if (root / n).is_file()), None)

@@ -19,7 +19,7 @@ SERVER_FLAGS = {
 
 def _config(args: argparse.Namespace):
     from reliable_ad.annotation.config import AnnotationConfig
-    from reliable_ad.config import from_dict, load_config_file, merge_dicts
+    from reliable_ad.core.config import from_dict, load_config_file, merge_dicts
 
     data = load_config_file(args.config) if getattr(args, "config", None) else {}
     if isinstance(data.get("annotation"), dict):  # a shared config file with an annotation section

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from reliable_ad.config import from_dict, load_config_file, merge_dicts
+from reliable_ad.core.config import from_dict, load_config_file, merge_dicts
 
 
 def add_config_arg(p: argparse.ArgumentParser) -> None:

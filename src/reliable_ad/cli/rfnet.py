@@ -47,7 +47,7 @@ def add_parser(sub) -> None:
 
 
 def _add_train(rsub) -> None:
-    from reliable_ad.rfnet.splits import WEIGHT_SCHEMES
+    from reliable_ad.data.splits import WEIGHT_SCHEMES
     from reliable_ad.rfnet.train_config import DEVICES, MIXED_PRECISION
 
     p = rsub.add_parser(
@@ -120,7 +120,7 @@ def _add_eval(rsub) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     from reliable_ad.cli.common import overrides_from_args
-    from reliable_ad.config import merge_dicts
+    from reliable_ad.core.config import merge_dicts
     from reliable_ad.rfnet.train import train
     from reliable_ad.rfnet.train_config import TrainConfig, parse_set
 

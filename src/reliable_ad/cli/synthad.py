@@ -56,7 +56,7 @@ def add_parser(sub) -> None:
 def write_products(args: argparse.Namespace) -> int:
     from reliable_ad.synthad.dataset import stream_product
     from reliable_ad.synthad.products import write_product_png
-    from reliable_ad.utils.io import atomic_write_text
+    from reliable_ad.core.io import atomic_write_text
 
     if args.n < 1:
         print(f"-n {args.n}: give at least 1 product", file=sys.stderr)

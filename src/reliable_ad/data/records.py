@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reliable_ad.rfnet.labels import CLASS_NAMES
+from reliable_ad.core.labels import CLASS_NAMES
 
 SCHEMA_VERSION = 2
 MANIFEST = "manifest.jsonl"
@@ -277,7 +277,7 @@ def iter_manifest(path: str | os.PathLike) -> Iterator[tuple[int, ManifestRecord
 def read_records(path: str | os.PathLike, *, repair: bool = False) -> list[ManifestRecord]:
     """Every record of a manifest a run wrote (resume, summary, report); a torn last line is dropped
     (cut off the file with ``repair=True``), any other bad line raises naming the file and line."""
-    from reliable_ad.utils.io import read_jsonl
+    from reliable_ad.core.io import read_jsonl
 
     out = []
     for i, obj in enumerate(read_jsonl(path, repair=repair), 1):
@@ -289,7 +289,7 @@ def read_records(path: str | os.PathLike, *, repair: bool = False) -> list[Manif
 
 
 def append_record(path: str | os.PathLike, record: ManifestRecord) -> None:
-    """Append one record as one fsynced line (see :func:`reliable_ad.utils.io.append_jsonl`)."""
-    from reliable_ad.utils.io import append_jsonl
+    """Append one record as one fsynced line (see :func:`reliable_ad.core.io.append_jsonl`)."""
+    from reliable_ad.core.io import append_jsonl
 
     append_jsonl(path, record.to_json())

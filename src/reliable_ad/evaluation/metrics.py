@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 
-from reliable_ad.utils.io import atomic_write_bytes, atomic_write_json
+from reliable_ad.core.io import atomic_write_bytes, atomic_write_json
 
 logger = logging.getLogger(__name__)
 

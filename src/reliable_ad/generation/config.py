@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from reliable_ad.core.config import check
+
 SCHEDULERS = ("ddim", "euler_a", "dpmpp_sde_karras", "dpmpp_2m_karras", "euler", "unipc")
 DTYPES = ("auto", "fp32", "fp16", "bf16")
 
-
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ValueError(msg)
 
 
 @dataclass
@@ -25,9 +23,9 @@ class ModelConfig:
     safety_checker: bool = True  # used where the base model ships one; flagged images are recorded
 
     def __post_init__(self) -> None:
-        _check(bool(self.model), "model.model is empty; give a preset name, hub id, folder or .safetensors file")
-        _check(self.dtype in DTYPES, f"model.dtype={self.dtype!r} is not one of {DTYPES}")
-        _check(0.0 <= self.lora_scale <= 2.0, f"model.lora_scale={self.lora_scale} is outside [0, 2]")
+        check(bool(self.model), "model.model is empty; give a preset name, hub id, folder or .safetensors file")
+        check(self.dtype in DTYPES, f"model.dtype={self.dtype!r} is not one of {DTYPES}")
+        check(0.0 <= self.lora_scale <= 2.0, f"model.lora_scale={self.lora_scale} is outside [0, 2]")
 
 
 @dataclass
@@ -42,16 +40,16 @@ class SamplingConfig:
     batch_size: int = 4  # images per pipeline call
 
     def __post_init__(self) -> None:
-        _check(self.scheduler in SCHEDULERS, f"sampling.scheduler={self.scheduler!r} is not one of {SCHEDULERS}")
-        _check(self.num_inference_steps >= 1, f"sampling.num_inference_steps={self.num_inference_steps} must be >= 1")
-        _check(self.guidance_scale >= 0, f"sampling.guidance_scale={self.guidance_scale} must be >= 0")
-        _check(self.clip_skip >= 1, f"sampling.clip_skip={self.clip_skip} must be >= 1 (1 = no skip)")
-        _check(self.batch_size >= 1, f"sampling.batch_size={self.batch_size} must be >= 1")
-        _check(self.controlnet_conditioning_scale >= 0,
+        check(self.scheduler in SCHEDULERS, f"sampling.scheduler={self.scheduler!r} is not one of {SCHEDULERS}")
+        check(self.num_inference_steps >= 1, f"sampling.num_inference_steps={self.num_inference_steps} must be >= 1")
+        check(self.guidance_scale >= 0, f"sampling.guidance_scale={self.guidance_scale} must be >= 0")
+        check(self.clip_skip >= 1, f"sampling.clip_skip={self.clip_skip} must be >= 1 (1 = no skip)")
+        check(self.batch_size >= 1, f"sampling.batch_size={self.batch_size} must be >= 1")
+        check(self.controlnet_conditioning_scale >= 0,
                f"sampling.controlnet_conditioning_scale={self.controlnet_conditioning_scale} must be >= 0 (paper: 1.0)")
-        _check(0 <= self.eta <= 1, f"sampling.eta={self.eta} must be in [0, 1] (paper: 0)")
+        check(0 <= self.eta <= 1, f"sampling.eta={self.eta} must be in [0, 1] (paper: 0)")
         if self.size is not None:
-            _check(self.size >= 64 and self.size % 8 == 0, f"sampling.size={self.size} must be a multiple of 8, >= 64")
+            check(self.size >= 64 and self.size % 8 == 0, f"sampling.size={self.size} must be a multiple of 8, >= 64")
 
     @property
     def diffusers_clip_skip(self) -> int | None:
@@ -71,14 +69,14 @@ class ProductConfig:
     box_alpha_threshold: int = 128
 
     def __post_init__(self) -> None:
-        _check(1 <= self.white_threshold <= 255,
+        check(1 <= self.white_threshold <= 255,
                f"product.white_threshold={self.white_threshold} must be in 1..255 (250 treats near-white as background)")
-        _check(0 <= self.canny_low <= self.canny_high, f"product.canny_low/high={self.canny_low}/{self.canny_high}: need 0 <= low <= high")
-        _check(1 <= self.box_alpha_threshold <= 255,
+        check(0 <= self.canny_low <= self.canny_high, f"product.canny_low/high={self.canny_low}/{self.canny_high}: need 0 <= low <= high")
+        check(1 <= self.box_alpha_threshold <= 255,
                f"product.box_alpha_threshold={self.box_alpha_threshold} must be in 1..255 "
                "(128 = the authors' crop, 1 = keep faint shadows in the box)")
         if self.image_scale is not None:
-            _check(0 < self.image_scale <= 1, f"product.image_scale={self.image_scale} must be in (0, 1]")
+            check(0 < self.image_scale <= 1, f"product.image_scale={self.image_scale} must be in (0, 1]")
 
 
 DEFAULT_PROMPT_PRESET = "bright-indoor-beige"
@@ -106,8 +104,8 @@ class GenerateConfig:
         return (model.prompt_preset if model else None) or DEFAULT_PROMPT_PRESET
 
     def __post_init__(self) -> None:
-        _check(self.num_per_product >= 1, f"num_per_product={self.num_per_product} must be >= 1")
-        _check(0 <= self.seed < 2**63, f"seed={self.seed} must be in [0, 2**63)")
+        check(self.num_per_product >= 1, f"num_per_product={self.num_per_product} must be >= 1")
+        check(0 <= self.seed < 2**63, f"seed={self.seed} must be in [0, 2**63)")
 
 
 def validate_generate_config(cfg: GenerateConfig) -> None:

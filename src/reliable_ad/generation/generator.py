@@ -16,7 +16,7 @@ from PIL import Image
 
 from reliable_ad.generation.config import ModelConfig, SamplingConfig
 from reliable_ad.generation.models import load_pipeline, set_scheduler
-from reliable_ad.generation.product import PreparedProduct, paste_back
+from reliable_ad.data.product import PreparedProduct, paste_back
 from reliable_ad.generation.seeds import torch_generator
 from reliable_ad.generation.weighting import encode_prompt_pair, needs_custom_encoding
 

@@ -22,7 +22,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
-from reliable_ad.config import load_yaml
+from reliable_ad.core.config import load_yaml
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image, PngImagePlugin
 
 from reliable_ad import __version__
-from reliable_ad.utils.io import atomic_write_bytes
+from reliable_ad.core.io import atomic_write_bytes
 
 AI_LABEL = "AI-generated image (reliable-ad)"
 IPTC_TRAINED_ALGORITHMIC_MEDIA = "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"

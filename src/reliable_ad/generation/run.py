@@ -24,17 +24,17 @@ from tqdm.auto import tqdm
 import numpy as np
 
 from reliable_ad import __version__
-from reliable_ad.config import to_dict
+from reliable_ad.core.config import to_dict
 from reliable_ad.data.records import MANIFEST, PRODUCTS_DIR, ManifestRecord, append_record, read_records
 from reliable_ad.generation.config import GenerateConfig
 from reliable_ad.generation.generator import AdGenerator, GenerationJob
 from reliable_ad.generation.inputs import InputProblem, ProductInput
 from reliable_ad.generation.models import MODEL_PRESETS
-from reliable_ad.generation.product import Product, ProductError, load_product, prepare_product
+from reliable_ad.data.product import Product, ProductError, load_product, prepare_product
 from reliable_ad.generation.prompts import PromptPreset, get_preset
 from reliable_ad.generation.provenance import AI_LABEL, save_labelled_png
 from reliable_ad.generation.seeds import derive_seed
-from reliable_ad.utils.io import atomic_write_bytes, atomic_write_json, sha256_file
+from reliable_ad.core.io import atomic_write_bytes, atomic_write_json, sha256_file
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from reliable_ad.utils.io import atomic_write_bytes, atomic_write_json, read_jsonl
+from reliable_ad.core.io import atomic_write_bytes, atomic_write_json, read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def list_images(root: str | os.PathLike) -> tuple[list[str], list[str]]:
         records = read_jsonl(root / MANIFEST)
         images = [r["image"] for r in records if not r.get("error") and isinstance(r.get("image"), str)]
         return list(dict.fromkeys(images)), problems
-    from reliable_ad.rfnet.data import read_rf1m
+    from reliable_ad.data.readers import read_rf1m
 
     samples, read_problems = read_rf1m(root, unsuitable="keep")
     problems += [f"{p.file}:{p.line}: {p.message}" for p in read_problems]
@@ -222,13 +222,13 @@ def _cache_batch(root: Path, batch: list[tuple[str, list[str]]], estimators: dic
 def attach_cached_maps(
     samples: Sequence[Any], root: str | os.PathLike, *, depth: str | None = None, salience: str | None = None
 ) -> tuple[list[Any], dict[str, int]]:
-    """Samples (rfnet.data.Sample) with the cached map paths of ``root`` filled in where they exist.
+    """Samples (data.readers.Sample) with the cached map paths of ``root`` filled in where they exist.
 
     Paths already set on a sample are kept. ``depth``/``salience`` name the estimators the model
     expects: a cache made with another estimator is not attached (its maps would mislead the model),
     with a warning. Returns (samples, number attached per kind).
     """
-    from reliable_ad.rfnet.data import _FolderIndex
+    from reliable_ad.data.readers import _FolderIndex
 
     root = Path(root)
     meta = read_meta(root)

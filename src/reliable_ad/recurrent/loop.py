@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from reliable_ad.rfnet.labels import AVAILABLE_INDEX
+from reliable_ad.core.labels import AVAILABLE_INDEX
 
 
 class VerdictLike(Protocol):

@@ -15,7 +15,7 @@ from pathlib import Path
 from PIL import Image
 
 from reliable_ad.data.records import ManifestRecord, VerdictRecord
-from reliable_ad.utils.io import atomic_write_text
+from reliable_ad.core.io import atomic_write_text
 
 THUMB = 160
 

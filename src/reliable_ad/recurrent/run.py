@@ -20,11 +20,11 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from reliable_ad.config import to_dict
+from reliable_ad.core.config import to_dict
 from reliable_ad.data.records import MANIFEST, ManifestRecord, VerdictRecord, read_records
 from reliable_ad.generation.generator import AdGenerator, GenerationJob
 from reliable_ad.generation.inputs import InputProblem, ProductInput
-from reliable_ad.generation.product import prepare_product
+from reliable_ad.data.product import prepare_product
 from reliable_ad.generation.prompts import get_preset
 from reliable_ad.generation.run import (
     ProductTask, check_resume_config, image_record, load_tasks, record_failures, save_image, store_product,
@@ -33,7 +33,7 @@ from reliable_ad.recurrent.config import RunConfig
 from reliable_ad.recurrent.loop import Attempt, Outcome, make_acceptor, recurrent_generation
 from reliable_ad.recurrent.policies import plan_attempt
 from reliable_ad.recurrent.summary import latest_attempts, summarize
-from reliable_ad.utils.io import atomic_write_json, atomic_write_text
+from reliable_ad.core.io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
 

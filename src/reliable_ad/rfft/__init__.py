@@ -10,7 +10,7 @@ Names are imported lazily, so `reliable_ad.rfft.config` loads without diffusers.
 
 from __future__ import annotations
 
-from reliable_ad.utils.lazy import lazy_exports
+from reliable_ad.core.lazy import lazy_exports
 
 _EXPORTS = {
     "ControlNetInpaintSampler": "sampler",

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from reliable_ad.utils.io import append_jsonl, atomic_write_json
+from reliable_ad.core.io import append_jsonl, atomic_write_json
 
 logger = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from reliable_ad.core.config import check
 from reliable_ad.generation.config import ModelConfig, ProductConfig, SamplingConfig
 
 # Regularisers of the reward objective (torch-free here so the command line starts fast).
@@ -21,10 +22,6 @@ COLLAPSE_ACTIONS = ("rollback", "stop", "warn")
 UNCOND = ("empty", "negative")
 
 
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ValueError(msg)
-
 
 @dataclass
 class DataConfig:
@@ -37,7 +34,7 @@ class DataConfig:
     product: ProductConfig = field(default_factory=ProductConfig)  # placement, Canny, white threshold
 
     def __post_init__(self) -> None:
-        _check(0.0 <= self.validation_fraction < 1.0,
+        check(0.0 <= self.validation_fraction < 1.0,
                f"data.validation_fraction={self.validation_fraction} must be in [0, 1)")
 
 
@@ -50,7 +47,7 @@ class FeedbackConfig:
 
     def __post_init__(self) -> None:
         if self.available_threshold is not None:
-            _check(0.0 < self.available_threshold < 1.0,
+            check(0.0 < self.available_threshold < 1.0,
                    f"feedback.available_threshold={self.available_threshold} must be in (0, 1), or None for argmax")
 
 
@@ -62,7 +59,7 @@ class RewardConfig:
     kwargs: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _check(":" in self.target,
+        check(":" in self.target,
                f"rewards[{self.name!r}].target={self.target!r} must look like 'package.module:factory'")
 
 
@@ -75,12 +72,12 @@ class LossConfig:
     rewards: list[RewardConfig] = field(default_factory=list)  # extra differentiable rewards, e.g. an aesthetic score
 
     def __post_init__(self) -> None:
-        _check(self.regularizer in REGULARIZERS, f"loss.regularizer={self.regularizer!r} is not one of {REGULARIZERS}")
-        _check(self.cc_uncond in UNCOND, f"loss.cc_uncond={self.cc_uncond!r} is not one of {UNCOND}")
-        _check(self.beta >= 0 and self.available_weight >= 0,
+        check(self.regularizer in REGULARIZERS, f"loss.regularizer={self.regularizer!r} is not one of {REGULARIZERS}")
+        check(self.cc_uncond in UNCOND, f"loss.cc_uncond={self.cc_uncond!r} is not one of {UNCOND}")
+        check(self.beta >= 0 and self.available_weight >= 0,
                f"loss.beta={self.beta} and loss.available_weight={self.available_weight} must be >= 0")
         names = [r.name for r in self.rewards]
-        _check(len(set(names)) == len(names), f"loss.rewards has duplicate names {names}; give each its own name")
+        check(len(set(names)) == len(names), f"loss.rewards has duplicate names {names}; give each its own name")
 
 
 @dataclass
@@ -94,12 +91,12 @@ class TrainableConfig:
     frozen_dtype: str = "auto"  # dtype of every frozen model; auto = fp16 (bf16 with bf16 mixed precision) on GPU
 
     def __post_init__(self) -> None:
-        _check(self.target in TARGETS, f"trainable.target={self.target!r} is not one of {TARGETS}")
+        check(self.target in TARGETS, f"trainable.target={self.target!r} is not one of {TARGETS}")
         bad = [m for m in self.lora_modules if m not in LORA_MODULES]
-        _check(not bad and bool(self.lora_modules),
+        check(not bad and bool(self.lora_modules),
                f"trainable.lora_modules={self.lora_modules} must be a non-empty subset of {LORA_MODULES}")
-        _check(self.lora_rank >= 1, f"trainable.lora_rank={self.lora_rank} must be >= 1")
-        _check(self.frozen_dtype in FROZEN_DTYPES,
+        check(self.lora_rank >= 1, f"trainable.lora_rank={self.lora_rank} must be >= 1")
+        check(self.frozen_dtype in FROZEN_DTYPES,
                f"trainable.frozen_dtype={self.frozen_dtype!r} is not one of {FROZEN_DTYPES}")
 
 
@@ -117,14 +114,14 @@ class OptimConfig:
     warmup_steps: int = 0  # linear learning-rate warm-up, in optimizer steps
 
     def __post_init__(self) -> None:
-        _check(self.optimizer in OPTIMIZERS, f"optim.optimizer={self.optimizer!r} is not one of {OPTIMIZERS}")
-        _check(self.learning_rate > 0, f"optim.learning_rate={self.learning_rate} must be > 0")
-        _check(self.batch_size >= 1, f"optim.batch_size={self.batch_size} must be >= 1")
-        _check(self.gradient_accumulation_steps >= 1,
+        check(self.optimizer in OPTIMIZERS, f"optim.optimizer={self.optimizer!r} is not one of {OPTIMIZERS}")
+        check(self.learning_rate > 0, f"optim.learning_rate={self.learning_rate} must be > 0")
+        check(self.batch_size >= 1, f"optim.batch_size={self.batch_size} must be >= 1")
+        check(self.gradient_accumulation_steps >= 1,
                f"optim.gradient_accumulation_steps={self.gradient_accumulation_steps} must be >= 1")
-        _check(self.max_steps >= 1, f"optim.max_steps={self.max_steps} must be >= 1")
-        _check(self.warmup_steps >= 0, f"optim.warmup_steps={self.warmup_steps} must be >= 0")
-        _check(self.max_grad_norm is None or self.max_grad_norm > 0,
+        check(self.max_steps >= 1, f"optim.max_steps={self.max_steps} must be >= 1")
+        check(self.warmup_steps >= 0, f"optim.warmup_steps={self.warmup_steps} must be >= 0")
+        check(self.max_grad_norm is None or self.max_grad_norm > 0,
                f"optim.max_grad_norm={self.max_grad_norm} must be > 0, or None for no clipping")
 
 
@@ -136,11 +133,11 @@ class CollapseConfig:
     action: str = "rollback"  # rollback (to the last healthy checkpoint, then stop) | stop | warn
 
     def __post_init__(self) -> None:
-        _check(self.min_diversity_ratio >= 0,
+        check(self.min_diversity_ratio >= 0,
                f"validation.collapse.min_diversity_ratio={self.min_diversity_ratio} must be >= 0")
-        _check(0 < self.max_distance <= 1, f"validation.collapse.max_distance={self.max_distance} must be in (0, 1]")
-        _check(self.patience >= 1, f"validation.collapse.patience={self.patience} must be >= 1")
-        _check(self.action in COLLAPSE_ACTIONS,
+        check(0 < self.max_distance <= 1, f"validation.collapse.max_distance={self.max_distance} must be in (0, 1]")
+        check(self.patience >= 1, f"validation.collapse.patience={self.patience} must be >= 1")
+        check(self.action in COLLAPSE_ACTIONS,
                f"validation.collapse.action={self.action!r} is not one of {COLLAPSE_ACTIONS}")
 
 
@@ -153,8 +150,8 @@ class ValidationConfig:
     collapse: CollapseConfig = field(default_factory=CollapseConfig)
 
     def __post_init__(self) -> None:
-        _check(self.every >= 0, f"validation.every={self.every} must be >= 0")
-        _check(self.num_products >= 1 and self.images_per_product >= 1,
+        check(self.every >= 0, f"validation.every={self.every} must be >= 0")
+        check(self.num_products >= 1 and self.images_per_product >= 1,
                f"validation.num_products={self.num_products} and "
                f"images_per_product={self.images_per_product} must be >= 1")
 
@@ -170,12 +167,12 @@ class RuntimeConfig:
     tensorboard: bool = True  # also log to TensorBoard when it is installed (JSONL is always written)
 
     def __post_init__(self) -> None:
-        _check(self.mixed_precision in MIXED_PRECISION,
+        check(self.mixed_precision in MIXED_PRECISION,
                f"runtime.mixed_precision={self.mixed_precision!r} is not one of {MIXED_PRECISION}")
-        _check(0 <= self.seed < 2**63, f"runtime.seed={self.seed} must be in [0, 2**63)")
-        _check(self.log_every >= 1, f"runtime.log_every={self.log_every} must be >= 1")
-        _check(self.checkpoint_every >= 0, f"runtime.checkpoint_every={self.checkpoint_every} must be >= 0")
-        _check(self.keep_checkpoints >= 1, f"runtime.keep_checkpoints={self.keep_checkpoints} must be >= 1")
+        check(0 <= self.seed < 2**63, f"runtime.seed={self.seed} must be in [0, 2**63)")
+        check(self.log_every >= 1, f"runtime.log_every={self.log_every} must be >= 1")
+        check(self.checkpoint_every >= 0, f"runtime.checkpoint_every={self.checkpoint_every} must be >= 0")
+        check(self.keep_checkpoints >= 1, f"runtime.keep_checkpoints={self.keep_checkpoints} must be >= 1")
 
 
 @dataclass
@@ -194,15 +191,15 @@ class RFFTConfig:
     def __post_init__(self) -> None:
         steps = self.sampling.num_inference_steps
         start, end = self.rf_interval
-        _check(0 <= start < end <= steps,
+        check(0 <= start < end <= steps,
                f"rf_interval={list(self.rf_interval)} must satisfy 0 <= start < end <= "
                f"sampling.num_inference_steps={steps}; "
                f"the paper's is [30, 40] with 40 steps (the last ten: [{max(0, steps - 10)}, {steps}])")
-        _check(self.sampling.scheduler == "ddim",
+        check(self.sampling.scheduler == "ddim",
                f"sampling.scheduler={self.sampling.scheduler!r}: RFFT's graded step needs a deterministic "
                "DDIM loop; use scheduler ddim (the paper's)")
-        _check(self.sampling.eta == 0.0,
+        check(self.sampling.eta == 0.0,
                f"sampling.eta={self.sampling.eta}: RFFT samples with DDIM eta 0 (the paper's)")
-        _check(self.sampling.guidance_scale > 1.0 or self.loss.regularizer != "consistent_condition"
+        check(self.sampling.guidance_scale > 1.0 or self.loss.regularizer != "consistent_condition"
                or self.loss.cc_uncond == "empty",
                "loss.cc_uncond='negative' needs classifier-free guidance (sampling.guidance_scale > 1)")

@@ -16,11 +16,11 @@ import torch
 from PIL import Image
 
 from reliable_ad.generation.inputs import ProductInput, read_product_inputs
-from reliable_ad.generation.product import PreparedProduct, Product, ProductError, load_product, prepare_product
+from reliable_ad.data.product import PreparedProduct, Product, ProductError, load_product, prepare_product
 from reliable_ad.generation.prompts import PromptPreset, get_preset
 from reliable_ad.generation.seeds import derive_seed
 from reliable_ad.rfft.config import DataConfig
-from reliable_ad.utils.io import sha256_file
+from reliable_ad.core.io import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class TrainItem:
 def product_view(product: Product, size: int) -> torch.Tensor:
     """(3, size, size) float in [0, 1]: the cut-out on white, padded to a square, resized (bicubic).
 
-    The same view of a product that RFNet's training data gives it (`rfnet.data._load_rgb`).
+    The same view of a product that RFNet's training data gives it (`data.tensors._load_rgb`).
     """
     rgba = np.dstack([product.rgb, product.alpha])
     white = Image.new("RGBA", rgba.shape[1::-1], (255, 255, 255, 255))

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 
 from reliable_ad.rfft.losses import available_log_prob
-from reliable_ad.rfnet.labels import AVAILABLE_INDEX
+from reliable_ad.core.labels import AVAILABLE_INDEX
 
 
 class RFNetJudge:

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from reliable_ad.rfft.config import REGULARIZERS  # noqa: F401 - re-exported; defined torch-free there
-from reliable_ad.rfnet.labels import AVAILABLE_INDEX
+from reliable_ad.core.labels import AVAILABLE_INDEX
 
 # A reward scores ads: images (B, 3, H, W) in [0, 1] -> (B,) higher = better, differentiable.
 Reward = Callable[[torch.Tensor], torch.Tensor]

@@ -9,12 +9,12 @@ import logging
 
 import torch
 
-from reliable_ad.config import to_dict
+from reliable_ad.core.config import to_dict
 from reliable_ad.generation.seeds import derive_seed
 from reliable_ad.rfft import checkpoint as ckpt
 from reliable_ad.rfft.feedback import judge_decide
 from reliable_ad.rfft.validation import background_distance, background_diversity, image_grid
-from reliable_ad.utils.io import atomic_write_bytes, atomic_write_json
+from reliable_ad.core.io import atomic_write_bytes, atomic_write_json
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from reliable_ad import __version__
-from reliable_ad.config import to_dict
+from reliable_ad.core.config import to_dict
 from reliable_ad.generation.seeds import derive_seed, torch_generator
 from reliable_ad.generation.weighting import encode_prompt_pair, encode_weighted_prompts
 from reliable_ad.rfft import checkpoint as ckpt
@@ -38,7 +38,7 @@ from reliable_ad.rfft.losses import (
 from reliable_ad.rfft.sampler import ControlNetInpaintSampler, GradedStep, SamplingState
 from reliable_ad.rfft.trainable import frozen_dtype_for, setup_trainable
 from reliable_ad.rfft.validation import CollapseMonitor
-from reliable_ad.utils.io import atomic_write_json
+from reliable_ad.core.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
 

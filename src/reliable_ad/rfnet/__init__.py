@@ -4,18 +4,14 @@
     batch = processor(captions, product=..., generated=..., depth=..., salience=...)
     probs = model.predict_proba(**batch)           # (B, 5), columns in CLASS_NAMES order
 
-Names are imported lazily, so `reliable_ad.rfnet.labels` and `.config` load without torch.
+Names are imported lazily, so `reliable_ad.rfnet.config` loads without torch.
 """
 
 from __future__ import annotations
 
-from reliable_ad.utils.lazy import lazy_exports
+from reliable_ad.core.lazy import lazy_exports
 
 _EXPORTS = {
-    "AVAILABLE_INDEX": "labels",
-    "CLASS_DESCRIPTIONS": "labels",
-    "CLASS_NAMES": "labels",
-    "class_names": "labels",
     "FusionConfig": "config",
     "ImageEncoderConfig": "config",
     "ModalityConfig": "config",

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reliable_ad.config import from_dict as _from_dict
-from reliable_ad.config import load_config_file
-from reliable_ad.config import to_dict as _to_dict
-from reliable_ad.rfnet.labels import SUPPORTED_NUM_CLASSES
+from reliable_ad.core.config import check, load_config_file
+from reliable_ad.core.config import from_dict as _from_dict
+from reliable_ad.core.config import to_dict as _to_dict
+from reliable_ad.core.labels import SUPPORTED_NUM_CLASSES
 
 IMAGE_ENCODER_TYPES = ("resnet", "vit")  # names of the registry in encoders.py
 IMAGE_MODALITIES = ("product", "generated", "depth", "salience")
@@ -24,10 +24,6 @@ MODALITIES = IMAGE_MODALITIES + ("caption",)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ValueError(msg)
 
 
 @dataclass
@@ -43,16 +39,16 @@ class ImageEncoderConfig:
     std: tuple[float, float, float] = IMAGENET_STD
 
     def __post_init__(self) -> None:
-        _check(
+        check(
             self.type in IMAGE_ENCODER_TYPES,
             f"image_encoder.type={self.type!r} is unknown; use one of {IMAGE_ENCODER_TYPES}",
         )
-        _check(
+        check(
             len(self.mean) == 3 and len(self.std) == 3,
             f"image_encoder.mean={self.mean!r} / std={self.std!r} need 3 values each (R, G, B)",
         )
-        _check(all(s > 0 for s in self.std), f"image_encoder.std={self.std!r} must be > 0 in every channel")
-        _check(isinstance(self.arch, dict), f"image_encoder.arch={self.arch!r} must be a mapping of config values")
+        check(all(s > 0 for s in self.std), f"image_encoder.std={self.std!r} must be > 0 in every channel")
+        check(isinstance(self.arch, dict), f"image_encoder.arch={self.arch!r} must be a mapping of config values")
         self.mean = tuple(float(v) for v in self.mean)
         self.std = tuple(float(v) for v in self.std)
 
@@ -66,9 +62,9 @@ class TextEncoderConfig:
     max_length: int = 64  # caption tokens kept (product titles are short)
 
     def __post_init__(self) -> None:
-        _check(self.max_length >= 2, f"text_encoder.max_length={self.max_length} must be >= 2 ([CLS] and [SEP])")
-        _check(isinstance(self.arch, dict), f"text_encoder.arch={self.arch!r} must be a mapping of config values")
-        _check(
+        check(self.max_length >= 2, f"text_encoder.max_length={self.max_length} must be >= 2 ([CLS] and [SEP])")
+        check(isinstance(self.arch, dict), f"text_encoder.arch={self.arch!r} must be a mapping of config values")
+        check(
             self.name_or_path is None or bool(self.name_or_path),
             "text_encoder.name_or_path is empty; give a hub id or folder, or null for the tiny random encoder",
         )
@@ -84,16 +80,16 @@ class FusionConfig:
     dropout: float = 0.1  # in attention and feed-forward of the FFM and the fusion layers
 
     def __post_init__(self) -> None:
-        _check(self.num_heads >= 1, f"fusion.num_heads={self.num_heads} must be >= 1")
-        _check(
+        check(self.num_heads >= 1, f"fusion.num_heads={self.num_heads} must be >= 1")
+        check(
             self.width >= 4 and self.width % 4 == 0 and self.width % self.num_heads == 0,
             f"fusion.width={self.width} must be a positive multiple of 4 (2D sin-cos positions) and of "
             f"fusion.num_heads={self.num_heads}; e.g. width 384 with 8 heads",
         )
-        _check(self.num_ffm_blocks >= 1, f"fusion.num_ffm_blocks={self.num_ffm_blocks} must be >= 1")
-        _check(self.num_layers >= 1, f"fusion.num_layers={self.num_layers} must be >= 1")
-        _check(self.mlp_ratio > 0, f"fusion.mlp_ratio={self.mlp_ratio} must be > 0")
-        _check(0.0 <= self.dropout < 1.0, f"fusion.dropout={self.dropout} must be in [0, 1)")
+        check(self.num_ffm_blocks >= 1, f"fusion.num_ffm_blocks={self.num_ffm_blocks} must be >= 1")
+        check(self.num_layers >= 1, f"fusion.num_layers={self.num_layers} must be >= 1")
+        check(self.mlp_ratio > 0, f"fusion.mlp_ratio={self.mlp_ratio} must be > 0")
+        check(0.0 <= self.dropout < 1.0, f"fusion.dropout={self.dropout} must be in [0, 1)")
 
 
 @dataclass
@@ -105,7 +101,7 @@ class ModalityConfig:
     caption: bool = True  # Cap, the product caption (token ids)
 
     def __post_init__(self) -> None:
-        _check(
+        check(
             any(getattr(self, m) for m in IMAGE_MODALITIES),
             f"modalities: every image modality is off ({', '.join(IMAGE_MODALITIES)}); "
             "switch at least one on (the generated image for the baselines)",
@@ -128,14 +124,14 @@ class RFNetConfig:
     seed: int = 0  # seed for every randomly initialised weight, so a preset always builds the same model
 
     def __post_init__(self) -> None:
-        _check(
+        check(
             self.num_classes in SUPPORTED_NUM_CLASSES,
             f"num_classes={self.num_classes} is not supported; use one of {SUPPORTED_NUM_CLASSES} "
             "(5 classes, 6 with Unsuitable, 2 for Available vs Unavailable)",
         )
-        _check(self.image_size >= 32, f"image_size={self.image_size} must be >= 32 px (ResNet's stride is 32)")
-        _check(self.temperature > 0, f"temperature={self.temperature} must be > 0 (1.0 = uncalibrated)")
-        _check(0 <= self.seed < 2**63, f"seed={self.seed} must be in [0, 2**63)")
+        check(self.image_size >= 32, f"image_size={self.image_size} must be >= 32 px (ResNet's stride is 32)")
+        check(self.temperature > 0, f"temperature={self.temperature} must be > 0 (1.0 = uncalibrated)")
+        check(0 <= self.seed < 2**63, f"seed={self.seed} must be in [0, 2**63)")
 
     # --- plain-data round trip -------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from reliable_ad.rfnet.labels import AVAILABLE_INDEX
-from reliable_ad.utils.io import atomic_write_json, atomic_write_text
+from reliable_ad.core.labels import AVAILABLE_INDEX
+from reliable_ad.core.io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ def evaluate_model(model: str, sources: list[Any], out: str | Path, *, split: st
     without training.json: "drop", (0.8, 0.1, 0.1), 0.
     """
     from reliable_ad.rfnet.inspector import build_estimators, load_for_inference
-    from reliable_ad.rfnet.splits import SPLIT_NAMES
+    from reliable_ad.data.splits import SPLIT_NAMES
     from reliable_ad.rfnet.trainer_data import ModelInputs, build_datasets, estimators_needed
 
     if split not in ("all", *SPLIT_NAMES):

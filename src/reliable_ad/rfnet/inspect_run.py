@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from reliable_ad.data.records import read_records
-from reliable_ad.utils.io import append_jsonl, atomic_write_bytes, read_jsonl
+from reliable_ad.core.io import append_jsonl, atomic_write_bytes, read_jsonl
 
 logger = logging.getLogger(__name__)
 

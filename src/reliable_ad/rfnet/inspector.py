@@ -2,7 +2,7 @@
 
 `Inspector` bundles an RFNet, its processor and the depth and salience estimators it was trained
 with (``modalities.json``, see modality_spec.py). It prepares images exactly as training does
-(`rfnet.data.rgb_to_tensor`), computes the maps itself, batched on the model's device, unless cached
+(`data.tensors.rgb_to_tensor`), computes the maps itself, batched on the model's device, unless cached
 maps are given, and returns one `Verdict` per image. `reliable-ad inspect` and Recurrent
 Generation use it.
 
@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from reliable_ad.rfnet.labels import AVAILABLE_INDEX
+from reliable_ad.core.labels import AVAILABLE_INDEX
 from reliable_ad.rfnet.modality_spec import ModalitySpec, resolve_modality_spec
 
 MapInput = Any  # None | np.ndarray (h, w) | torch.Tensor | str / PathLike of a .npy or image file
@@ -144,7 +144,7 @@ class Inspector:
     def _maps(self, kind: str, generated: list[np.ndarray], cached: Sequence[MapInput] | None) -> torch.Tensor:
         """(B, 1, S, S) maps in [0, 1] at the model's image size: cached ones loaded, the rest computed."""
         from reliable_ad.modalities.base import resize_maps
-        from reliable_ad.rfnet.data import _load_map, map_to_tensor
+        from reliable_ad.data.tensors import _load_map, map_to_tensor
 
         size = self.model.config.image_size
         out: list[torch.Tensor | None] = [None] * len(generated)
@@ -200,7 +200,7 @@ class Inspector:
         return verdicts
 
     def _probs(self, products, generated, captions, depth, salience) -> np.ndarray:
-        from reliable_ad.rfnet.data import rgb_to_tensor
+        from reliable_ad.data.tensors import rgb_to_tensor
 
         config, size = self.model.config, self.model.config.image_size
         mods = config.modalities

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from reliable_ad.rfnet.config import RFNetConfig
-from reliable_ad.utils.io import atomic_write_json
+from reliable_ad.core.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
 

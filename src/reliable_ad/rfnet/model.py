@@ -27,7 +27,7 @@ from reliable_ad.rfnet.encoders import (
     text_backbone_from_arch,
 )
 from reliable_ad.rfnet.ffm import FeatureFilterModule
-from reliable_ad.rfnet.labels import class_names
+from reliable_ad.core.labels import class_names
 
 _CHANNELS = {"product": 3, "generated": 3, "depth": 1, "salience": 1}
 SHARED = "shared"  # key of the one image encoder when config.share_image_encoder

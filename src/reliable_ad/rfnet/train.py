@@ -30,12 +30,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reliable_ad.config import merge_dicts
+from reliable_ad.core.config import merge_dicts
 from reliable_ad.rfnet.config import RFNetConfig
 from reliable_ad.rfnet.eval_loop import TRAINING_FILE, evaluate_split, make_accelerator, make_loader, predict
 from reliable_ad.rfnet.inspector import build_estimators
 from reliable_ad.rfnet.modality_spec import ModalitySpec, resolve_modality_spec, save_rfnet
-from reliable_ad.rfnet.splits import class_weights
+from reliable_ad.data.splits import class_weights
 from reliable_ad.rfnet.train_config import TrainConfig
 from reliable_ad.rfnet.trainer_data import (
     EpochSampler,
@@ -46,7 +46,7 @@ from reliable_ad.rfnet.trainer_data import (
     collate_robust,
     estimators_needed,
 )
-from reliable_ad.utils.io import append_jsonl, atomic_write_json
+from reliable_ad.core.io import append_jsonl, atomic_write_json
 
 logger = logging.getLogger(__name__)
 

@@ -16,21 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reliable_ad.config import from_dict, load_config_file, load_yaml, merge_dicts, to_dict
-from reliable_ad.rfnet.splits import WEIGHT_SCHEMES
+from reliable_ad.core.config import check, from_dict, load_config_file, load_yaml, merge_dicts, to_dict
+from reliable_ad.data.splits import WEIGHT_SCHEMES
 
 SOURCE_KINDS = ("auto", "rf1m", "manifest", "annotations")
 MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
 DEVICES = ("auto", "cpu")
 
 
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ValueError(msg)
-
 
 def _positive_int(value: Any, name: str, minimum: int = 1) -> None:
-    _check(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+    check(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
            f"{name}={value!r} must be an int >= {minimum}")
 
 
@@ -41,8 +37,8 @@ class DataSource:
     label_file: str | None = None  # RF1M only: the label file, when not one of the usual names
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.path, str) and bool(self.path), f"data source path={self.path!r} must be a path")
-        _check(self.kind in SOURCE_KINDS,
+        check(isinstance(self.path, str) and bool(self.path), f"data source path={self.path!r} must be a path")
+        check(self.kind in SOURCE_KINDS,
                f"data source {self.path!r}: kind={self.kind!r} must be one of {SOURCE_KINDS}")
 
 
@@ -58,10 +54,10 @@ class DataConfig:
     def __post_init__(self) -> None:
         self.sources = [s if isinstance(s, DataSource) else DataSource(**s) if isinstance(s, dict)
                         else DataSource(str(s)) for s in self.sources]
-        from reliable_ad.rfnet.data import policy_class_names
+        from reliable_ad.data.readers import policy_class_names
 
         policy_class_names(self.unsuitable)  # raises ValueError naming the bad policy
-        from reliable_ad.rfnet.splits import split_by_product
+        from reliable_ad.data.splits import split_by_product
 
         split_by_product([], self.split_fractions, self.split_seed)  # validates fractions and seed
 
@@ -76,8 +72,8 @@ class ModelSection:
     map_size: int | None = None  # side of the estimators' maps; None = the model's image_size
 
     def __post_init__(self) -> None:
-        _check(isinstance(self.source, str) and bool(self.source), f"model.source={self.source!r} must be a name")
-        _check(isinstance(self.overrides, dict), f"model.overrides={self.overrides!r} must be a mapping")
+        check(isinstance(self.source, str) and bool(self.source), f"model.source={self.source!r} must be a name")
+        check(isinstance(self.overrides, dict), f"model.overrides={self.overrides!r} must be a mapping")
         if self.map_size is not None:
             _positive_int(self.map_size, "model.map_size", 8)
 
@@ -97,16 +93,16 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         _positive_int(self.epochs, "optim.epochs")
-        _check(self.lr > 0, f"optim.lr={self.lr} must be > 0 (paper: 1e-4)")
-        _check(all(isinstance(m, int) and m >= 1 for m in self.lr_milestones),
+        check(self.lr > 0, f"optim.lr={self.lr} must be > 0 (paper: 1e-4)")
+        check(all(isinstance(m, int) and m >= 1 for m in self.lr_milestones),
                f"optim.lr_milestones={self.lr_milestones!r} must be epoch numbers >= 1, e.g. [5]")
-        _check(0 < self.lr_gamma <= 1, f"optim.lr_gamma={self.lr_gamma} must be in (0, 1] (paper: 0.1)")
-        _check(self.weight_decay >= 0, f"optim.weight_decay={self.weight_decay} must be >= 0")
+        check(0 < self.lr_gamma <= 1, f"optim.lr_gamma={self.lr_gamma} must be in (0, 1] (paper: 0.1)")
+        check(self.weight_decay >= 0, f"optim.weight_decay={self.weight_decay} must be >= 0")
         _positive_int(self.batch_size, "optim.batch_size")
         _positive_int(self.grad_accum_steps, "optim.grad_accum_steps")
-        _check(self.max_grad_norm is None or self.max_grad_norm > 0,
+        check(self.max_grad_norm is None or self.max_grad_norm > 0,
                f"optim.max_grad_norm={self.max_grad_norm} must be > 0 or null")
-        _check(self.class_weighting in WEIGHT_SCHEMES,
+        check(self.class_weighting in WEIGHT_SCHEMES,
                f"optim.class_weighting={self.class_weighting!r} must be one of {WEIGHT_SCHEMES}")
         if self.max_steps is not None:
             _positive_int(self.max_steps, "optim.max_steps")
@@ -128,9 +124,9 @@ class TrainConfig:
     seed: int = 0  # model init (with the preset's seed), data order, dropout
 
     def __post_init__(self) -> None:
-        _check(self.mixed_precision in MIXED_PRECISION,
+        check(self.mixed_precision in MIXED_PRECISION,
                f"mixed_precision={self.mixed_precision!r} must be one of {MIXED_PRECISION}")
-        _check(self.device in DEVICES, f"device={self.device!r} must be one of {DEVICES}")
+        check(self.device in DEVICES, f"device={self.device!r} must be one of {DEVICES}")
         _positive_int(self.num_workers, "num_workers", 0)
         if self.eval_batch_size is not None:
             _positive_int(self.eval_batch_size, "eval_batch_size")
@@ -156,13 +152,13 @@ class TrainConfig:
     def load(cls, path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
         """A config file (YAML/JSON; None = defaults) with ``overrides`` (nested dict) applied.
 
-        YAML plain scalars like ``1e-4`` are floats (``reliable_ad.config.load_yaml``, shared by every command).
+        YAML plain scalars like ``1e-4`` are floats (``reliable_ad.core.config.load_yaml``, shared by every command).
         """
         data = load_config_file(path) if path else {}
         return cls.from_dict(merge_dicts(data, overrides or {}))
 
     def save(self, path: str | os.PathLike) -> Path:
-        from reliable_ad.utils.io import atomic_write_text
+        from reliable_ad.core.io import atomic_write_text
 
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
 

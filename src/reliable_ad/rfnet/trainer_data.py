@@ -14,19 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from reliable_ad.rfnet.data import (
-    ImageLoadError,
-    Problem,
-    RFDataset,
-    Sample,
-    collate_rf,
-    policy_class_names,
-    read_annotation_export,
-    read_manifest,
-    read_rf1m,
-)
+from reliable_ad.data.tensors import ImageLoadError
+from reliable_ad.data.readers import Problem, Sample, policy_class_names, read_annotation_export, read_manifest, read_rf1m
+from reliable_ad.rfnet.dataset import RFDataset, collate_rf
 from reliable_ad.rfnet.modality_spec import ModalitySpec
-from reliable_ad.rfnet.splits import SPLIT_NAMES, split_by_product
+from reliable_ad.data.splits import SPLIT_NAMES, split_by_product
 
 logger = logging.getLogger(__name__)
 

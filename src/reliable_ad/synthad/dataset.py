@@ -1,5 +1,5 @@
 """Labelled SynthAd datasets: a deterministic stream of (product, scene) pairs with a chosen class
-mix, and a writer that lays them out as an RF1M-style release (what `rfnet.data.read_rf1m` reads),
+mix, and a writer that lays them out as an RF1M-style release (what `data.readers.read_rf1m` reads),
 optionally with the renderer's true depth and salience maps in the modality cache layout
 (`modalities.cache`), so RFNet can train on SynthAd without running any estimator.
 
@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 
-from reliable_ad.rfnet.labels import CLASS_NAMES
+from reliable_ad.core.labels import CLASS_NAMES
 from reliable_ad.synthad.layout import LayoutError
 from reliable_ad.synthad.products import SynthProduct, product_png_bytes, sample_product
 from reliable_ad.synthad.scenes import SCENE_SIZES, Scene, render_scene
-from reliable_ad.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from reliable_ad.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from reliable_ad.generation.product import place_product, product_box
+from reliable_ad.data.product import place_product, product_box
 from reliable_ad.synthad.products import CATEGORIES, SynthProduct
 from reliable_ad.synthad.world import REFERENCES, SUPPORT_OF_SIZE_CLASS, Reference
 

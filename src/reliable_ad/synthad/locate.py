@@ -15,7 +15,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from reliable_ad.generation.product import ProductError, place_product, product_box, product_from_arrays
+from reliable_ad.data.product import ProductError, place_product, product_box, product_from_arrays
 
 MATCH_SHARE = 0.98  # share of the template's opaque pixels that must be equal in the image
 

@@ -49,7 +49,7 @@ def rfnet_probs(model_folder: str | Path, estimators: dict[str, Any] | None, pro
 def oracle_agreement(probs: np.ndarray, labels: np.ndarray, products, images, captions) -> dict[str, float]:
     """RFNet (``probs``) against the OracleInspector on the same images; the oracle against the labels."""
     from reliable_ad.evaluation import average_precision
-    from reliable_ad.rfnet.labels import AVAILABLE_INDEX
+    from reliable_ad.core.labels import AVAILABLE_INDEX
     from reliable_ad.synthad.oracle import OracleInspector
 
     oracle = np.array([v.label_index for v in OracleInspector()(products, images, captions)])
@@ -72,7 +72,7 @@ def write_report(out: Path, model_folder: Path, fresh: tuple, priors: tuple, est
 
     from reliable_ad.evaluation import evaluate
     from reliable_ad.synthad.packaged import REPORT_FILE
-    from reliable_ad.utils.io import atomic_write_json
+    from reliable_ad.core.io import atomic_write_json
 
     samples, images, true_depth, true_salience = fresh
     maps = estimator_quality(estimators, images, true_depth, true_salience, *priors)

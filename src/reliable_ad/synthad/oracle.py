@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, fields
 import cv2
 import numpy as np
 
-from reliable_ad.rfnet.labels import AVAILABLE_INDEX, CLASS_NAMES
+from reliable_ad.core.labels import AVAILABLE_INDEX, CLASS_NAMES
 from reliable_ad.synthad.layout import context_window
 from reliable_ad.synthad.locate import ProductLocator
 from reliable_ad.synthad.products import PRODUCT_COLORS, expected_height_m, parse_caption

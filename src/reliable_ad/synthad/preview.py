@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from reliable_ad.rfnet.labels import CLASS_NAMES
+from reliable_ad.core.labels import CLASS_NAMES
 
 LABEL_WIDTH = 150  # px of the left margin holding each row's class name
 
@@ -45,6 +45,6 @@ def class_sheet(scenes: Sequence, *, per_class: int = 8, scale: int = 2) -> np.n
 def save_png(image: np.ndarray, path: str | os.PathLike) -> str:
     """Write an (H, W, 3) uint8 RGB image as PNG, atomically."""
     from reliable_ad.synthad.dataset import _png
-    from reliable_ad.utils.io import atomic_write_bytes
+    from reliable_ad.core.io import atomic_write_bytes
 
     return str(atomic_write_bytes(path, _png(image)))

@@ -290,12 +290,12 @@ class SynthProduct:
         return f"synthad:{self.size_class}-{self.color_name}-{self.category}"
 
     def to_product(self):
-        """The cut-out as a validated `reliable_ad.generation.product.Product`."""
+        """The cut-out as a validated `reliable_ad.data.product.Product`."""
         return self._product
 
     @cached_property
     def _product(self):
-        from reliable_ad.generation.product import product_from_arrays
+        from reliable_ad.data.product import product_from_arrays
 
         return product_from_arrays(np.ascontiguousarray(self.rgb), np.ascontiguousarray(self.alpha), self.source)
 
@@ -382,7 +382,7 @@ def product_png_bytes(rgba: np.ndarray) -> bytes:
 
 def write_product_png(product: SynthProduct | np.ndarray, path: str | os.PathLike) -> str:
     """Write a product cut-out as an RGBA PNG (atomically); returns the path."""
-    from reliable_ad.utils.io import atomic_write_bytes
+    from reliable_ad.core.io import atomic_write_bytes
 
     rgba = product.rgba if isinstance(product, SynthProduct) else product
     return str(atomic_write_bytes(path, product_png_bytes(rgba)))

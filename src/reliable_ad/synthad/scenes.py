@@ -19,8 +19,8 @@ from functools import cached_property
 import cv2
 import numpy as np
 
-from reliable_ad.generation.product import PlacedProduct, paste_back, place_product, product_from_arrays
-from reliable_ad.rfnet.labels import AVAILABLE_INDEX, CLASS_NAMES
+from reliable_ad.data.product import PlacedProduct, paste_back, place_product, product_from_arrays
+from reliable_ad.core.labels import AVAILABLE_INDEX, CLASS_NAMES
 from reliable_ad.synthad import drawing
 from reliable_ad.synthad.layout import Layout, LayoutError, context_window, extension_mask, plan_layout
 from reliable_ad.synthad.products import SynthProduct, make_rng

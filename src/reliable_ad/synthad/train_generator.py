@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from reliable_ad.synthad.packaged import WEIGHTS_DIR
-from reliable_ad.utils.io import atomic_write_json
+from reliable_ad.core.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def scene_prompt_text(attrs) -> str:
 def make_scene_tensors(n: int, seed: int) -> SceneTensors:
     """Render `n` planned scenes (those whose layout fits) and their Canny controls, made as the
     generator's inputs are made at inference."""
-    from reliable_ad.generation.product import prepare_product
+    from reliable_ad.data.product import prepare_product
     from reliable_ad.generation.prompts import get_preset
     from reliable_ad.synthad.dataset import generate_scenes
 
@@ -334,7 +334,7 @@ def evaluate_generator(base: str | Path, controlnet: str | Path, *, products: in
 
     from reliable_ad.generation.config import ModelConfig, SamplingConfig
     from reliable_ad.generation.generator import AdGenerator, GenerationJob
-    from reliable_ad.generation.product import prepare_product
+    from reliable_ad.data.product import prepare_product
     from reliable_ad.generation.prompts import get_preset
     from reliable_ad.synthad.dataset import stream_product
     from reliable_ad.synthad.oracle import OracleInspector
@@ -362,7 +362,7 @@ def evaluate_generator(base: str | Path, controlnet: str | Path, *, products: in
 
 def verdict_sheet(images: list[np.ndarray], labels: list[str], path: Path) -> None:
     """The judged samples as a contact sheet, one row per oracle verdict (upscaled 2x)."""
-    from reliable_ad.rfnet.labels import CLASS_NAMES
+    from reliable_ad.core.labels import CLASS_NAMES
     from reliable_ad.synthad.preview import contact_sheet, save_png
 
     rows = [(name, [im for im, label in zip(images, labels) if label == name]) for name in CLASS_NAMES]

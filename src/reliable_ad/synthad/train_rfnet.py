@@ -124,7 +124,7 @@ def read_scenes(root: Path):
     from PIL import Image
 
     from reliable_ad.modalities.cache import map_path
-    from reliable_ad.rfnet.data import read_rf1m
+    from reliable_ad.data.readers import read_rf1m
 
     samples, problems = read_rf1m(root)
     if problems or not samples:
@@ -199,8 +199,8 @@ def mirror_folder(source: Path, dest: Path) -> Path:
 def compute_maps(out: Path, folders: list[Path], estimators: dict[str, Any], *, progress: bool = True) -> None:
     """The synthad maps of every image of ``folders``, cached; refuses maps of other estimator weights."""
     from reliable_ad.modalities.cache import attach_cached_maps, build_cache, list_images
-    from reliable_ad.rfnet.data import read_rf1m
-    from reliable_ad.utils.io import atomic_write_json
+    from reliable_ad.data.readers import read_rf1m
+    from reliable_ad.core.io import atomic_write_json
 
     record = out / "maps.json"
     made = json.loads(record.read_text(encoding="utf-8")) if record.is_file() else {}
@@ -227,7 +227,7 @@ def compute_maps(out: Path, folders: list[Path], estimators: dict[str, Any], *, 
 def train_config(out: Path, sources: list[Path], settings: Settings):
     """The TrainConfig of the synthad RFNet over ``sources`` (validation = 10% of the products)."""
     from reliable_ad.rfnet.train_config import DataConfig, DataSource, ModelSection, OptimConfig, TrainConfig
-    from reliable_ad.utils.io import atomic_write_text
+    from reliable_ad.core.io import atomic_write_text
 
     arch = out / "rfnet_architecture.json"
     atomic_write_text(arch, rfnet_architecture().to_json() + "\n")
@@ -302,7 +302,7 @@ def _copy_readable(source: Path, dest: Path, report: Path | None) -> None:
 
 
 def _check_settings(out: Path, settings: Settings, extra: list[Path]) -> None:
-    from reliable_ad.utils.io import atomic_write_json
+    from reliable_ad.core.io import atomic_write_json
 
     path = out / "settings.json"
     wanted = {**asdict(settings), "extra_data": [str(p) for p in extra]}

@@ -164,7 +164,7 @@ def load_generator(ctx: ExperimentContext):
 
 @functools.lru_cache(maxsize=256)
 def _prepared(product: SynthProduct, size: int, image_scale: float):
-    from reliable_ad.generation.product import prepare_product
+    from reliable_ad.data.product import prepare_product
 
     return prepare_product(product.to_product(), size, image_scale)
 
@@ -307,7 +307,7 @@ def save_figure(figure, out_dir, name: str) -> str:
     import io
     from pathlib import Path
 
-    from reliable_ad.utils.io import atomic_write_bytes
+    from reliable_ad.core.io import atomic_write_bytes
 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")

@@ -37,7 +37,7 @@ from reliable_ad.synthad.experiments.common import (
     sub_seed,
     table,
 )
-from reliable_ad.utils.io import atomic_write_json, atomic_write_text
+from reliable_ad.core.io import atomic_write_json, atomic_write_text
 
 AVAILABLE = "Available"
 POLICY_NAMES = {"reseed": "reseed (paper)", "defect_aware": "defect-aware"}

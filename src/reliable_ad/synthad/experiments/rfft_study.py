@@ -41,7 +41,7 @@ from reliable_ad.synthad.experiments.common import (
     wall_color_of_background,
 )
 from reliable_ad.synthad.experiments.recurrent_study import torch_threads
-from reliable_ad.utils.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from reliable_ad.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 AVAILABLE = "Available"
 

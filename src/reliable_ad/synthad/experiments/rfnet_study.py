@@ -2,7 +2,7 @@
 does each modality add? Measured on SynthAd at laptop scale, the oracle playing the annotators.
 
 1. Generate images with ``ctx.model`` for fresh SynthAd products (several prompts and seeds each)
-   and label them with the oracle; write them as an RF1M folder (what `rfnet.data.read_rf1m` reads).
+   and label them with the oracle; write them as an RF1M folder (what `data.readers.read_rf1m` reads).
 2. Compute the depth and salience maps once, with the estimators of ``ctx.rfnet`` (its
    modalities.json), into the folder's modality cache: every variant reads the same maps.
 3. Fine-tune, with one budget (data, split, epochs, lr, seed): RFNet with every modality, the
@@ -28,11 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from reliable_ad.rfnet.labels import CLASS_NAMES
+from reliable_ad.core.labels import CLASS_NAMES
 from reliable_ad.synthad.experiments import common
 from reliable_ad.synthad.experiments.common import ExperimentContext
 from reliable_ad.synthad.products import write_product_png
-from reliable_ad.utils.io import append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
+from reliable_ad.core.io import append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def choose_split_seed(root: Path, fractions, seed: int, minimum: int) -> int:
     ``minimum`` products and a test split with both Available and other images (a hash split of few
     products can leave a split empty or one-sided; with hundreds the first seed passes); failing
     that, the first that meets the product minimum."""
-    from reliable_ad.rfnet.splits import split_by_product
+    from reliable_ad.data.splits import split_by_product
 
     records = read_jsonl(root / "records.jsonl")
     ids = [r["product_id"] for r in records]
@@ -154,7 +154,7 @@ def init_variant(ctx: ExperimentContext, folder: Path, name: str, spec) -> dict[
     the same name and shape exists (not for FROM_SCRATCH). Returns what was copied."""
     import torch
 
-    from reliable_ad.config import merge_dicts
+    from reliable_ad.core.config import merge_dicts
     from reliable_ad.rfnet.config import RFNetConfig
     from reliable_ad.rfnet.modality_spec import save_rfnet
     from reliable_ad.rfnet.presets import build_rfnet
@@ -303,7 +303,7 @@ def _pct(value: float | None) -> float | None:
 
 
 def _split_counts(root: Path, split_seed: int, fractions) -> dict[str, dict[str, int]]:
-    from reliable_ad.rfnet.splits import split_by_product
+    from reliable_ad.data.splits import split_by_product
 
     records = read_jsonl(root / DATA_DIR / "records.jsonl")
     parts = split_by_product([r["product_id"] for r in records], fractions, split_seed)

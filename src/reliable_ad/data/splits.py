@@ -27,7 +27,7 @@ def split_by_product(
 ) -> dict[str, list[int]]:
     """Indices of ``samples`` for ``train``, ``val`` and ``test``; no product is in two splits.
 
-    ``samples`` holds :class:`~reliable_ad.rfnet.data.Sample` objects or product id strings
+    ``samples`` holds :class:`~reliable_ad.data.readers.Sample` objects or product id strings
     (e.g. ``RFDataset.product_ids``). A product's split depends only on its id and ``seed``, so
     adding samples never moves an existing product. The fractions hold for products in expectation,
     not exactly: with few products, or one product owning many samples, the shares drift.

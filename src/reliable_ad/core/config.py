@@ -19,6 +19,13 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
+def check(cond: bool, msg: str) -> None:
+    """The one config validation helper: raise ``ValueError(msg)`` unless ``cond``. ``msg`` names the
+    setting, its bad value and what it must be."""
+    if not cond:
+        raise ValueError(msg)
+
+
 def to_dict(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}

@@ -1,6 +1,6 @@
-"""RFNet training data (paper Sec. 3): read labelled generations into compact :class:`Sample` lists
-(the public RF1M release, our generation manifests, annotation exports) and :class:`RFDataset`,
-which loads images only when an item is asked for.
+"""Labelled generated images (docs/method.md §3): read the public RF1M release, our generation
+manifests and annotation exports into compact :class:`Sample` lists (RFNet's training and
+evaluation data, the annotation importer's RF1M folders).
 
 RF1M layout. This is our reading of the public release; its exact layout is not in hand, so
 :func:`read_rf1m` is tolerant and every rule below lives in this module::
@@ -41,23 +41,16 @@ from functools import lru_cache
 from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
-import torch
-from PIL import Image
 
-from reliable_ad.rfnet.splits import class_counts, class_weights, split_by_product
+from reliable_ad.core.labels import CLASS_NAMES, UNSUITABLE
 
 __all__ = [
-    "CLASS_NAMES", "UNSUITABLE", "Sample", "Problem", "ReadResult", "ImageLoadError", "parse_label",
-    "policy_class_names", "read_rf1m", "read_captions", "read_manifest", "read_annotation_export",
-    "RFDataset", "collate_rf", "split_by_product", "class_counts", "class_weights", "rgb_to_tensor",
-    "map_to_tensor",
+    "CLASS_NAMES", "UNSUITABLE", "Sample", "Problem", "ReadResult", "parse_label", "policy_class_names",
+    "read_rf1m", "read_captions", "read_manifest", "read_annotation_export",
 ]
 
 logger = logging.getLogger(__name__)
 
-# The paper's five classes, in index order (to move to reliable_ad.rfnet.labels).
-CLASS_NAMES = ("Available", "Space Mismatch", "Size Mismatch", "Indistinctiveness", "Shape Hallucination")
-UNSUITABLE = "Unsuitable"  # the RF1M release's sixth label, raw index 5
 LABEL_FILE_NAMES = ("labels.txt", "label.txt", "labels.tsv", "labels.csv", "annotations.txt")
 CAPTION_FILE_NAMES = ("captions.json", "captions.tsv", "captions.txt")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")  # in order of preference
@@ -89,15 +82,6 @@ class Problem(NamedTuple):
 class ReadResult(NamedTuple):
     samples: list[Sample]
     problems: list[Problem]
-
-
-class ImageLoadError(RuntimeError):
-    """An image or map could not be read at load time. Constructible from one message string so a
-    DataLoader worker re-raises it as itself; ``path`` names the file when known."""
-
-    def __init__(self, message: str, path: str | None = None):
-        super().__init__(message)
-        self.path = path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,164 +508,3 @@ def read_annotation_export(
     return ReadResult(samples, problems)
 
 
-# ---------------------------------------------------------------------------------------------
-# Dataset
-
-
-def rgb_to_tensor(image: Image.Image | np.ndarray, size: int, *, pad_square: bool = False) -> torch.Tensor:
-    """(3, size, size) float in [0, 1] from a PIL image or a uint8 (H, W, 3) RGB / (H, W, 4) RGBA array.
-
-    Transparency is composited onto white (a cut-out product then looks like the paper's
-    white-background photos); ``pad_square`` pads to a square with white before resizing, so a
-    product's aspect ratio, which Size Mismatch depends on, is kept. Training (RFDataset) and
-    inference (the Inspector) both prepare images here, so they see the same pixels.
-    """
-    im = image
-    if isinstance(im, np.ndarray):
-        if im.dtype != np.uint8 or im.ndim != 3 or im.shape[2] not in (3, 4):
-            raise ValueError(
-                f"image must be a uint8 (H, W, 3) RGB or (H, W, 4) RGBA array, got dtype {im.dtype} shape {im.shape}"
-            )
-        im = Image.fromarray(np.ascontiguousarray(im), "RGBA" if im.shape[2] == 4 else "RGB")
-    if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
-        rgba = im.convert("RGBA")
-        im = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-    im = im.convert("RGB")
-    if pad_square and im.width != im.height:
-        side = max(im.size)
-        canvas = Image.new("RGB", (side, side), (255, 255, 255))
-        canvas.paste(im, ((side - im.width) // 2, (side - im.height) // 2))
-        im = canvas
-    if im.size != (size, size):
-        im = im.resize((size, size), Image.Resampling.BICUBIC)
-    array = np.array(im, dtype=np.uint8)
-    return torch.from_numpy(array).permute(2, 0, 1).float().div_(255.0)
-
-
-def _load_rgb(path: str, size: int, *, pad_square: bool = False) -> torch.Tensor:
-    """:func:`rgb_to_tensor` of the image file ``path``; an unreadable file raises ImageLoadError."""
-    try:
-        with Image.open(path) as im:
-            return rgb_to_tensor(im, size, pad_square=pad_square)
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageLoadError(f"cannot read image {path!r}: {e}", path) from e
-
-
-def map_to_tensor(array: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
-    """(1, size, size) float in [0, 1] from a 2-D depth or salience map (raw model output, any
-    scale: it is min-max scaled, so a map already in [0, 1] from an estimator passes unchanged)."""
-    if isinstance(array, torch.Tensor):
-        array = array.detach().float().cpu().numpy()
-    array = np.squeeze(np.asarray(array)).astype(np.float32)
-    if array.ndim != 2:
-        raise ValueError(f"expected a 2-D map, got shape {array.shape}")
-    low, high = float(array.min()), float(array.max())
-    array = (array - low) / (high - low) if high > low else np.zeros_like(array)
-    return _resize_map(array, size)
-
-
-def _resize_map(array: np.ndarray, size: int) -> torch.Tensor:
-    tensor = torch.from_numpy(np.ascontiguousarray(array))[None, None]
-    if tuple(tensor.shape[-2:]) != (size, size):
-        tensor = torch.nn.functional.interpolate(tensor, size=(size, size), mode="bilinear", align_corners=False)
-    return tensor[0].clamp_(0.0, 1.0)
-
-
-def _load_map(path: str, size: int) -> torch.Tensor:
-    """(1, size, size) float in [0, 1] from a cached depth or salience map. An 8- or 16-bit image
-    is divided by its full scale; a ``.npy`` array goes through :func:`map_to_tensor`."""
-    try:
-        if path.lower().endswith(".npy"):
-            return map_to_tensor(np.load(path), size)
-        with Image.open(path) as im:
-            if im.mode in ("RGB", "RGBA", "P", "LA"):
-                im = im.convert("L")
-            array = np.array(im)
-        full_scale = 255.0 if array.dtype == np.uint8 else (65535.0 if array.dtype.kind in "iu" else 1.0)
-        array = np.clip(array.astype(np.float32) / full_scale, 0.0, 1.0)
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageLoadError(f"cannot read map {path!r}: {e}", path) from e
-    return _resize_map(array, size)
-
-
-class RFDataset(torch.utils.data.Dataset):
-    """Lazy RFNet dataset: holds paths, captions and labels only (a million samples fit in a few
-    hundred MB); images are read in ``__getitem__``.
-
-    An item is a dict: ``image`` (I_g) and ``product`` (I_o), (3, S, S) float in [0, 1];
-    ``depth`` and ``salience``, (1, S, S) in [0, 1], or None when the sample has no cached map;
-    ``product`` is None when the sample has no product image; ``caption`` str; ``label`` int;
-    ``index`` int. An unreadable file raises :class:`ImageLoadError` naming the path; the trainer
-    decides whether to skip the item.
-    """
-
-    def __init__(self, samples: Sequence[Sample], *, image_size: int = 384):
-        if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size < 1:
-            raise ValueError(f"image_size={image_size!r} must be a positive int, e.g. 384 as in the paper")
-        self.image_size = image_size
-        self.images = [s.image for s in samples]
-        self.products = [s.product for s in samples]
-        self.captions = [s.caption for s in samples]
-        self.product_ids = [s.product_id for s in samples]
-        self.labels = np.fromiter((s.label for s in samples), dtype=np.int64, count=len(samples))
-        depths = [s.depth for s in samples]
-        saliences = [s.salience for s in samples]
-        self.depths = depths if any(d is not None for d in depths) else None
-        self.saliences = saliences if any(s is not None for s in saliences) else None
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def subset(self, indices: Sequence[int]) -> RFDataset:
-        """A dataset of the given indices (e.g. one split of :func:`split_by_product`), still compact."""
-        idx = [int(i) for i in indices]
-        new = object.__new__(RFDataset)
-        new.image_size = self.image_size
-        for column in ("images", "products", "captions", "product_ids", "depths", "saliences"):
-            values = getattr(self, column)
-            setattr(new, column, None if values is None else [values[i] for i in idx])
-        new.labels = self.labels[np.asarray(idx, dtype=np.int64)]
-        return new
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        i = int(index)
-        if not -len(self) <= i < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} samples")
-        i %= len(self)
-        size = self.image_size
-        product = self.products[i]
-        depth = self.depths[i] if self.depths is not None else None
-        salience = self.saliences[i] if self.saliences is not None else None
-        return {
-            "image": _load_rgb(self.images[i], size),
-            "product": _load_rgb(product, size, pad_square=True) if product is not None else None,
-            "depth": _load_map(depth, size) if depth is not None else None,
-            "salience": _load_map(salience, size) if salience is not None else None,
-            "caption": self.captions[i],
-            "label": int(self.labels[i]),
-            "index": i,
-        }
-
-
-def collate_rf(batch: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Stack RFDataset items. A tensor key that is None in every item is left out; one that is None
-    in some items is zero-filled there and gets a bool ``<key>_mask`` (B,) saying which are real."""
-    if not batch:
-        raise ValueError("cannot collate an empty batch")
-    out: dict[str, Any] = {
-        "label": torch.tensor([item["label"] for item in batch], dtype=torch.long),
-        "index": torch.tensor([item["index"] for item in batch], dtype=torch.long),
-        "caption": [item["caption"] for item in batch],
-    }
-    for key in ("image", "product", "depth", "salience"):
-        values = [item.get(key) for item in batch]
-        present = [v is not None for v in values]
-        if not any(present):
-            continue
-        if all(present):
-            out[key] = torch.stack(values)
-        else:
-            reference = next(v for v in values if v is not None)
-            out[key] = torch.stack([v if v is not None else torch.zeros_like(reference) for v in values])
-            out[f"{key}_mask"] = torch.tensor(present, dtype=torch.bool)
-    return out
