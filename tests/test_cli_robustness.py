@@ -190,9 +190,9 @@ def test_exponent_floats_are_floats_in_every_command_config(tmp_path):
     cfg = build_config(GenerateConfig, parser.parse_args(["generate", "x.png", "--out", "o", "--config", gen]),
                        GENERATION_FLAGS)
     assert cfg.sampling.eta == 0.1 and cfg.model.lora_scale == 0.8
-    run = write("run.yaml", "generation:\n  sampling:\n    eta: 1e-1\nrecurrent:\n  threshold: 7e-1\n")
+    run = write("run.yaml", "generation:\n  sampling:\n    eta: 1e-1\njudge:\n  threshold: 7e-1\n")
     cfg = build_config(RunConfig, parser.parse_args(["run", "x.png", "--out", "o", "--config", run]), RUN_FLAGS)
-    assert cfg.generation.sampling.eta == 0.1 and cfg.recurrent.threshold == 0.7
+    assert cfg.generation.sampling.eta == 0.1 and cfg.judge.threshold == 0.7
     rfft = write("rfft.yaml", "optim:\n  learning_rate: 1e-5\n")
     cfg = build_config(RFFTConfig, parser.parse_args(["rfft", "train", "--out", "o", "--config", rfft]), TRAIN_FLAGS)
     assert isinstance(cfg.optim.learning_rate, float) and cfg.optim.learning_rate == 1e-5

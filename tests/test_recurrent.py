@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
@@ -12,6 +12,7 @@ from reliable_ad.recurrent.config import RecurrentConfig, RunConfig
 from reliable_ad.recurrent.loop import Attempt, Outcome, make_acceptor, recurrent_generation
 from reliable_ad.recurrent.policies import plan_attempt
 from reliable_ad.core.labels import CLASS_NAMES
+from reliable_ad.rfnet.judge import JudgeConfig
 
 
 @dataclass
@@ -128,8 +129,8 @@ def test_run_config_is_validated_as_a_whole_before_the_job():
         validate_run_config(RunConfig(recurrent=RecurrentConfig(alternate_presets=("soft-outdoor", "nope"))))
     with pytest.raises(ValueError, match=r"unknown prompt preset 'nope'"):
         validate_run_config(RunConfig(generation=GenerateConfig(preset="nope")))
-    with pytest.raises(ValueError, match=r"inspect_batch_size=0 must be >= 1"):
-        validate_run_config(RunConfig(inspect_batch_size=0))
+    with pytest.raises(ValueError, match=r"judge.batch_size=0 must be >= 1"):
+        validate_run_config(RunConfig(judge=replace(JudgeConfig(), batch_size=0)))
 
 
 def test_defect_aware_steps_background_slots_from_the_values_the_failing_attempt_used():
@@ -257,4 +258,4 @@ def test_real_model_without_rfnet_is_refused_before_generation(tmp_path):
         resolve_rfnet(RunConfig(generation=GenerateConfig(model=ModelConfig(model="sd15"))))
     assert resolve_rfnet(RunConfig()) == "tiny"
     with pytest.raises(ValueError, match="neither an RFNet folder"):
-        resolve_rfnet(RunConfig(rfnet="no-such-reviewer"))
+        resolve_rfnet(RunConfig(judge=JudgeConfig(rfnet="no-such-reviewer")))

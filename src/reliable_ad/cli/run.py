@@ -10,13 +10,13 @@ from reliable_ad.cli.generate import GENERATION_FLAGS, add_generation_args, repo
 
 RUN_FLAGS = {
     **{k: f"generation.{v}" for k, v in GENERATION_FLAGS.items()},
-    "rfnet": "rfnet",
-    "depth": "depth",
-    "salience": "salience",
-    "inspect_batch_size": "inspect_batch_size",
+    "rfnet": "judge.rfnet",
+    "depth": "judge.depth",
+    "salience": "judge.salience",
+    "inspect_batch_size": "judge.batch_size",
     "max_attempts": "recurrent.max_attempts",
-    "acceptance": "recurrent.acceptance",
-    "threshold": "recurrent.threshold",
+    "acceptance": "judge.acceptance",
+    "threshold": "judge.threshold",
     "retry_policy": "recurrent.retry_policy",
     "alternate_presets": "recurrent.alternate_presets",
 }

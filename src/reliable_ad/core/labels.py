@@ -49,3 +49,25 @@ def class_names(num_classes: int = NUM_CLASSES) -> tuple[str, ...]:
         f"({', '.join(CLASS_NAMES)}), {NUM_CLASSES + 1} with {UNSUITABLE!r} kept as its own class, "
         f"or 2 (Available vs {UNAVAILABLE}); set num_classes to one of {SUPPORTED_NUM_CLASSES}"
     )
+
+
+# The acceptance rule: when does a verdict say "Available"? (docs/method.md §4)
+ACCEPTANCE = ("argmax", "threshold")
+
+
+def check_acceptance(acceptance: str, threshold: float) -> None:
+    if acceptance not in ACCEPTANCE:
+        raise ValueError(f"acceptance={acceptance!r} is not one of {ACCEPTANCE} (argmax: RFNet's top class is "
+                         "Available, the paper; threshold: p(Available) >= threshold)")
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold={threshold} must be in (0, 1] (the p(Available) that accepts an image)")
+
+
+def accepts(label_index: int, p_available: float, acceptance: str = "argmax", threshold: float = 0.5) -> bool:
+    """argmax: the top class is Available (the paper); threshold: p(Available) >= ``threshold``. Used by
+    Recurrent Generation, RFFT's validation and every report, so all of them accept the same images."""
+    if acceptance == "argmax":
+        return label_index == AVAILABLE_INDEX
+    if acceptance == "threshold":
+        return p_available >= threshold
+    raise ValueError(f"acceptance={acceptance!r} is not one of {ACCEPTANCE}")

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from reliable_ad.core.labels import AVAILABLE_INDEX
+from reliable_ad.core.labels import accepts, check_acceptance
 
 
 class VerdictLike(Protocol):
@@ -43,12 +43,10 @@ class Outcome:
 
 
 def make_acceptor(acceptance: str = "argmax", threshold: float = 0.5) -> Callable[[VerdictLike], bool]:
-    """argmax: RFNet's top class is Available (the paper); threshold: p(Available) >= threshold."""
-    if acceptance == "argmax":
-        return lambda v: v.label_index == AVAILABLE_INDEX
-    if acceptance == "threshold":
-        return lambda v: v.p_available >= threshold
-    raise ValueError(f"acceptance={acceptance!r} is not 'argmax' or 'threshold'")
+    """argmax: RFNet's top class is Available (the paper); threshold: p(Available) >= threshold
+    (the one rule of :func:`reliable_ad.core.labels.accepts`)."""
+    check_acceptance(acceptance, threshold)
+    return lambda v: accepts(int(v.label_index), float(v.p_available), acceptance, threshold)
 
 
 def is_finished(history: Sequence[Outcome], max_attempts: int) -> bool:

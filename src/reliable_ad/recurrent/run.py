@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -30,9 +31,10 @@ from reliable_ad.generation.run import (
     ProductTask, check_resume_config, image_record, load_tasks, record_failures, save_image, store_product,
 )
 from reliable_ad.recurrent.config import RunConfig
-from reliable_ad.recurrent.loop import Attempt, Outcome, make_acceptor, recurrent_generation
+from reliable_ad.recurrent.loop import Attempt, Outcome, recurrent_generation
 from reliable_ad.recurrent.policies import plan_attempt
 from reliable_ad.recurrent.summary import latest_attempts, summarize
+from reliable_ad.rfnet.judge import Judge
 from reliable_ad.core.io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -42,13 +44,14 @@ _IDENTITY = ("generation", "recurrent", "rfnet", "depth", "salience")
 
 def resolve_rfnet(cfg: RunConfig) -> str:
     """The reviewer to use; real generators need a trained RFNet, named before anything is generated."""
-    if cfg.rfnet:
-        if cfg.rfnet != "tiny" and not Path(cfg.rfnet).exists() and "/" not in cfg.rfnet:
+    rfnet = cfg.judge.rfnet
+    if rfnet:
+        if rfnet != "tiny" and not Path(rfnet).exists() and "/" not in rfnet:
             from reliable_ad.rfnet.presets import list_presets
 
-            if cfg.rfnet not in list_presets():
-                raise ValueError(f"--rfnet {cfg.rfnet!r} is neither an RFNet folder, a hub id, nor a preset ({sorted(list_presets())})")
-        return cfg.rfnet
+            if rfnet not in list_presets():
+                raise ValueError(f"--rfnet {rfnet!r} is neither an RFNet folder, a hub id, nor a preset ({sorted(list_presets())})")
+        return rfnet
     from reliable_ad.generation.models import MODEL_PRESETS
 
     model = MODEL_PRESETS.get(cfg.generation.model.model)
@@ -210,11 +213,7 @@ def run_recurrent_job(
         if generator is None:
             generator = AdGenerator.from_config(cfg.generation.model, cfg.generation.sampling)
         if judge is None:
-            from reliable_ad.rfnet.inspector import Inspector
-
-            inspector = Inspector.from_pretrained(rfnet_name, depth=cfg.depth, salience=cfg.salience,
-                                                  device=str(generator.device), batch_size=cfg.inspect_batch_size)
-            judge = inspector.inspect
+            judge = Judge.from_config(replace(cfg.judge, rfnet=rfnet_name), device=str(generator.device))
         worker = _Worker(cfg, generator, judge, out_dir, manifest, rfnet_name)
         worker.rank = rank
         worker.remember_slots(records)
@@ -237,7 +236,7 @@ def run_recurrent_job(
 
         recurrent_generation(
             todo, key=lambda t: t.key, plan=worker.plan, generate=worker.generate, judge=worker.judge_batch,
-            accept=make_acceptor(rc.acceptance, rc.threshold), max_attempts=rc.max_attempts,
+            accept=lambda v: cfg.judge.accepts(int(v.label_index), float(v.p_available)), max_attempts=rc.max_attempts,
             batch_size=generator.sampling.batch_size, history=history, on_result=on_result,
         )
         bar.close()

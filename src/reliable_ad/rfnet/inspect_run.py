@@ -20,6 +20,7 @@ import logging
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,7 @@ class InspectSummary:
     skipped: int = 0  # already had a verdict from this model
     failed: dict[str, str] = field(default_factory=dict)  # image -> error
     counts: dict[str, int] = field(default_factory=dict)  # class -> images, over the whole run, this model
+    accepted: int | None = None  # images the judge's acceptance rule accepts, over the whole run, this model
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -67,7 +69,8 @@ def _cached_maps(run: Path, spec) -> dict[str, bool]:
             for kind in ("depth", "salience")}
 
 
-def inspect_run(run_dir: str | os.PathLike, inspector, *, progress: bool = True) -> InspectSummary:
+def inspect_run(run_dir: str | os.PathLike, inspector, *, progress: bool = True,
+                accept: Callable[[int, float], bool] | None = None) -> InspectSummary:
     """Add the ``inspector``'s verdict to every image record of ``RUN_DIR/manifest.jsonl``; see the module doc."""
     from tqdm.auto import tqdm
 
@@ -122,8 +125,10 @@ def inspect_run(run_dir: str | os.PathLike, inspector, *, progress: bool = True)
         bar.update(min(inspector.batch_size, len(todo) - start))
     bar.close()
     merge_verdicts(run, journal)
-    labels = [r.verdict.label for r in read_records(manifest) if r.verdict is not None and r.verdict.model == fp]
-    summary.counts = dict(Counter(label for label in labels if label))
+    verdicts = [r.verdict for r in read_records(manifest) if r.verdict is not None and r.verdict.model == fp]
+    summary.counts = dict(Counter(v.label for v in verdicts if v.label))
+    if accept is not None:
+        summary.accepted = sum(bool(accept(v.label_index, v.p_available)) for v in verdicts)
     summary.seconds = time.perf_counter() - t0
     summary.timings = dict(inspector.timings)
     return summary
