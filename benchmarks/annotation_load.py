@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from reliable_ad.annotation.loadsim import load_test
+from annotation_loadsim import load_test  # benchmarks/annotation_loadsim.py
 
 SECTION = "## Annotation server load"
 

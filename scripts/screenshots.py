@@ -23,6 +23,11 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter
 
+# make_run and ServerThread are the tests' helpers (tests/annotation_helpers.py), not the package's
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+if str(TESTS) not in sys.path:
+    sys.path.append(str(TESTS))
+
 PASSWORD = "screenshots only, not a real password"
 WIDTH, HEIGHT = 1280, 720
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -75,8 +80,8 @@ def _product_photo(path: Path, size: int, colour) -> None:
 
 def _runs(root: Path, size: int = 384) -> tuple[Path, list[Path]]:
     """One run to label and three runs of different methods to rank, in the generator's manifest
-    format (made by :func:`reliable_ad.annotation.testing.make_run`, then painted over)."""
-    from reliable_ad.annotation.testing import make_run
+    format (made by ``make_run`` of tests/annotation_helpers.py, then painted over)."""
+    from annotation_helpers import make_run
 
     colours = [(46, 120, 60), (180, 40, 40), (40, 90, 170)]
     products = root / "products"
@@ -189,7 +194,7 @@ def main(argv: list[str] | None = None, *, browser=None) -> int:
         return 1
     from reliable_ad.annotation.app import create_app
     from reliable_ad.annotation.config import AnnotationConfig
-    from reliable_ad.annotation.testing import ServerThread
+    from annotation_helpers import ServerThread
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

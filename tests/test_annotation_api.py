@@ -18,6 +18,7 @@ pytest.importorskip("sqlalchemy")
 from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
 
+from annotation_helpers import Annotator, check_batch, make_run  # noqa: E402
 from reliable_ad.annotation import queue, security  # noqa: E402
 from reliable_ad.annotation.agreement import cohen_kappa, fleiss_kappa  # noqa: E402
 from reliable_ad.annotation.app import create_app  # noqa: E402
@@ -26,9 +27,7 @@ from reliable_ad.annotation.db import Database, with_schema  # noqa: E402
 from reliable_ad.annotation.exporter import export_jsonl, export_preference, export_rf1m  # noqa: E402
 from reliable_ad.annotation.guidance import LABELS  # noqa: E402
 from reliable_ad.annotation.importer import import_availability, import_preference  # noqa: E402
-from reliable_ad.annotation.loadsim import check_batch  # noqa: E402
 from reliable_ad.annotation.models import Assignment, Base, Task, utcnow  # noqa: E402
-from reliable_ad.annotation.testing import Annotator, make_run  # noqa: E402
 
 PASSWORD = "correct horse battery"
 
@@ -191,6 +190,16 @@ def test_import_rf1m_folder_keeps_release_labels(db, tmp_path):
     assert tasks["images/p2_0.png"].reference_label == LABELS.index("Unsuitable")
     assert tasks["images/p0_0.png"].caption == "a lamp"
     assert tasks["images/p0_0.png"].product_path.endswith("products/p0.png")
+
+
+def test_a_batch_name_taken_by_the_other_kind_is_refused_with_its_kind(db, run, tmp_path):
+    runs = [make_run(tmp_path / method, 2, 1, seed=i) for i, method in enumerate(("base", "rfft"))]
+    import_availability(db, run, name="labelled", k=1)
+    with pytest.raises(ValueError, match="'labelled' exists as an availability batch; choose another --name"):
+        import_preference(db, runs, name="labelled", k=1)
+    import_preference(db, runs, name="ranked", k=1)
+    with pytest.raises(ValueError, match="'ranked' exists as a preference batch; choose another --name"):
+        import_availability(db, run, name="ranked", k=1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -548,6 +557,18 @@ def test_rf1m_export_is_read_by_read_rf1m(db, run, tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # Command line
+
+
+def test_serve_flags_reach_the_server_config():
+    from reliable_ad.cli.annotate import _config
+    from reliable_ad.cli.main import build_parser
+
+    args = build_parser().parse_args(["annotate", "serve", "--db", "x.db", "--lease-seconds", "600",
+                                      "--login-attempts", "3", "--login-attempts-per-address", "20"])
+    config = _config(args)
+    assert (config.db, config.lease_seconds, config.login_attempts, config.login_attempts_per_address) == \
+        ("x.db", 600, 3, 20)
+    assert _config(build_parser().parse_args(["annotate", "serve"])).login_attempts_per_address == 50
 
 
 def test_cli_import_users_and_export(tmp_path, run, capsys):

@@ -20,13 +20,13 @@ if not Path(CHROMIUM).is_file():
 
 from sqlalchemy import select  # noqa: E402
 
+from annotation_helpers import ServerThread, make_run  # noqa: E402
 from reliable_ad.annotation import queue, security  # noqa: E402
 from reliable_ad.annotation.app import create_app  # noqa: E402
 from reliable_ad.annotation.config import AnnotationConfig  # noqa: E402
 from reliable_ad.annotation.db import Database  # noqa: E402
 from reliable_ad.annotation.importer import import_availability, import_preference  # noqa: E402
 from reliable_ad.annotation.models import Assignment, Task, User  # noqa: E402
-from reliable_ad.annotation.testing import ServerThread, make_run  # noqa: E402
 
 PASSWORD = "correct horse battery"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -21,13 +21,13 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
+from annotation_helpers import Annotator, make_run  # noqa: E402
 from reliable_ad.annotation import security  # noqa: E402
 from reliable_ad.annotation.app import create_app  # noqa: E402
 from reliable_ad.annotation.config import AnnotationConfig  # noqa: E402
 from reliable_ad.annotation.db import Database  # noqa: E402
 from reliable_ad.annotation.importer import import_availability, import_preference  # noqa: E402
 from reliable_ad.annotation.models import User  # noqa: E402
-from reliable_ad.annotation.testing import Annotator, make_run  # noqa: E402
 
 PASSWORD = "correct horse battery"
 EXAMPLES = int(os.environ.get("RELIABLE_AD_FUZZ_EXAMPLES", "25"))  # per route and database; more: a deeper pass

@@ -14,13 +14,13 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
+from annotation_helpers import Annotator, make_run  # noqa: E402
 from reliable_ad.annotation import security  # noqa: E402
 from reliable_ad.annotation.app import SESSION_COOKIE, create_app  # noqa: E402
 from reliable_ad.annotation.config import AnnotationConfig  # noqa: E402
 from reliable_ad.annotation.db import Database  # noqa: E402
 from reliable_ad.annotation.importer import ImportRejected, Limits, import_availability  # noqa: E402
 from reliable_ad.annotation.models import Assignment, Batch, Task, User  # noqa: E402
-from reliable_ad.annotation.testing import Annotator, make_run  # noqa: E402
 
 PASSWORD = "correct horse battery"
 INJECTIONS = ["'; DROP TABLE tasks; --", "\" OR 1=1 --", "Robert'); DELETE FROM users;--", "<script>alert(1)</script>"]
@@ -313,7 +313,7 @@ def test_failed_logins_are_throttled_and_disabled_users_are_out(app, db):
 def test_chunked_oversized_bodies_are_cut_off_on_a_real_server(app):
     import httpx
 
-    from reliable_ad.annotation.testing import ServerThread
+    from annotation_helpers import ServerThread
 
     with ServerThread(app) as base_url, httpx.Client(base_url=base_url) as client:
         alice = Annotator(client, "alice", PASSWORD)

@@ -20,11 +20,11 @@ import pytest
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
 
+from annotation_helpers import Annotator, ServerThread  # noqa: E402
 from reliable_ad.annotation import security  # noqa: E402
 from reliable_ad.annotation.app import create_app  # noqa: E402
 from reliable_ad.annotation.config import AnnotationConfig  # noqa: E402
 from reliable_ad.annotation.db import Database  # noqa: E402
-from reliable_ad.annotation.testing import Annotator, ServerThread  # noqa: E402
 from reliable_ad.cli.main import main  # noqa: E402
 from reliable_ad.data.records import read_records  # noqa: E402
 

@@ -15,9 +15,9 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
+from annotation_helpers import make_run  # noqa: E402
 from reliable_ad.annotation.db import Database  # noqa: E402
 from reliable_ad.annotation.importer import ImportRejected, import_availability  # noqa: E402
-from reliable_ad.annotation.testing import make_run  # noqa: E402
 from reliable_ad.data.records import ManifestRecord  # noqa: E402
 
 CLEAR = (ImportRejected, ValueError, FileNotFoundError)

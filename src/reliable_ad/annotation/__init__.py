@@ -1,4 +1,4 @@
-"""Human annotation and evaluation (SPEC §1, §6; supplemental sections 1 and 3): a web app in
+"""Human annotation and evaluation (docs/method.md §6; supplemental sections 1 and 3): a web app in
 which annotators label generated ads with RFNet's classes and rank images from several methods,
 on an SQLite file or a PostgreSQL server, with exports that RFNet trains from.
 

@@ -1,6 +1,6 @@
-"""Statistics of human labels and rankings (SPEC §6): inter-annotator agreement (Cohen's and
-Fleiss' kappa), majority votes, preference aggregation (mean rank, pairwise win rates with
-Wilson intervals) and the RFNet uncertainty that orders the active-learning queue.
+"""Statistics of human labels and rankings (docs/method.md §6): inter-annotator agreement
+(Cohen's and Fleiss' kappa), majority votes, preference aggregation (mean rank, pairwise win
+rates with Wilson intervals) and the RFNet uncertainty that orders the active-learning queue.
 
 Pure functions on plain Python data: no database, no I/O.
 """

@@ -1,5 +1,6 @@
-"""What annotators choose from (SPEC §1): RFNet's five classes plus the release's Unsuitable, with
-short guidance and examples in our own words. The availability page shows exactly this."""
+"""What annotators choose from (docs/method.md §1, §6): RFNet's five classes plus the release's
+Unsuitable, with short guidance and examples in our own words. The availability page shows
+exactly this."""
 
 from __future__ import annotations
 

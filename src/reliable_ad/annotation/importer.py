@@ -316,7 +316,8 @@ def _batch(s, name: str, kind: str, source: str, k: int, order: str) -> Batch:
         s.add(batch)
         s.flush()
     elif batch.kind != kind:
-        raise ValueError(f"batch {name!r} exists as a {batch.kind} batch; choose another --name")
+        article = "an" if batch.kind[:1] in "aeiou" else "a"  # an availability batch, a preference batch
+        raise ValueError(f"batch {name!r} exists as {article} {batch.kind} batch; choose another --name")
     elif source not in batch.source.split("\n"):
         batch.source = f"{batch.source}\n{source}"
     return batch

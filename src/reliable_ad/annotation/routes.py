@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
@@ -74,9 +75,39 @@ class SkipBody(BaseModel):
 # ---- pages ------------------------------------------------------------------------------------
 
 
+# a block with no block inside it: the innermost first, so a layout's blocks may nest
+_BLOCK = re.compile(r"\{%\s*block\s+(\w+)\s*%\}((?:(?!\{%\s*block\b).)*?)\{%\s*endblock(?:\s+\1)?\s*%\}", re.S)
+_EXTENDS = re.compile(r'\A\s*\{%\s*extends\s+"([\w.-]+)"\s*%\}')
+
+
+def render_page(name: str) -> str:
+    """templates/<name>.html, filled into the layout it extends.
+
+    Jinja2's template inheritance, its syntax and nothing else (the pages compute nothing, so no
+    Jinja2): a page starts with ``{% extends "base.html" %}`` and gives blocks,
+    ``{% block NAME %}...{% endblock %}``, each replacing the layout's block of that name; a block
+    the page does not give keeps the layout's content. A page without ``extends`` is served as it is.
+    """
+    text = (TEMPLATES / f"{name}.html").read_text(encoding="utf-8")
+    parent = _EXTENDS.match(text)
+    if parent is None:
+        return text
+    body = text[parent.end():]
+    given = {m.group(1): m.group(2) for m in _BLOCK.finditer(body)}
+    if _BLOCK.sub("", body).strip():
+        raise ValueError(f"templates/{name}.html: text outside its blocks")
+    page = (TEMPLATES / parent.group(1)).read_text(encoding="utf-8")
+    while (m := _BLOCK.search(page)) is not None:
+        page = page[:m.start()] + given.pop(m.group(1), m.group(2)) + page[m.end():]
+    if given or "{%" in page:
+        raise ValueError(f"templates/{name}.html: blocks {sorted(given)} are not in {parent.group(1)}, "
+                         "or a tag is malformed")
+    return page
+
+
 @lru_cache(maxsize=None)
 def page_html(name: str) -> str:
-    return (TEMPLATES / f"{name}.html").read_text(encoding="utf-8")
+    return render_page(name)
 
 
 def _page(request: Request, name: str, *, need_admin: bool = False) -> Response:

@@ -14,6 +14,7 @@ SERVER_FLAGS = {
     "db": "db", "host": "host", "port": "port", "k": "k", "order": "order", "prefetch": "prefetch",
     "lease_seconds": "lease_seconds", "secure_cookies": "secure_cookies",
     "max_import_bytes": "max_import_bytes", "max_import_records": "max_import_records",
+    "login_attempts": "login_attempts", "login_attempts_per_address": "login_attempts_per_address",
 }
 
 
@@ -48,7 +49,13 @@ def add_parser(sub) -> None:
     s.add_argument("--port", type=int, help="port (default 8000)")
     s.add_argument("--prefetch", type=int, help="items preloaded ahead of the one shown (default 2)")
     s.add_argument("--lease-seconds", type=int,
-                   help="an item held this long unanswered returns to the queue (default 1800)")
+                   help="an item held this long unanswered returns to the queue (default 1800; 120 s for someone "
+                        "who has not answered anything in the batch yet)")
+    s.add_argument("--login-attempts", type=int,
+                   help="failed logins of one account from one address before that address must wait (default 5)")
+    s.add_argument("--login-attempts-per-address", type=int,
+                   help="failed logins from one address, all accounts, per 15 minutes before it must wait "
+                        "(default 50)")
     s.add_argument("--secure-cookies", action="store_const", const=True,
                    help="send cookies over HTTPS only (behind TLS)")
     s.add_argument("--access-log", action="store_true", help="log every request")

@@ -1,29 +1,16 @@
-// Availability labelling. The page holds the shown item plus `prefetch` more, whose images are
-// loaded in the background, so the next item appears the moment a key is pressed. Answers are
-// sent in order through a serial queue and retried while the network is away; an item whose
-// answer is still in flight is never shown twice.
+// Availability labelling: the shown item's product and generated ad, a key per class. The page
+// holds the shown item plus `prefetch` more (taskQueue in common.js), so the next item appears the
+// moment a key is pressed.
 "use strict";
 (async () => {
   const batchId = pathId();
   const me = await api.init();
   const want = 1 + (me.prefetch ?? 2);
-  const send = serialQueue();
-  const queue = [];          // claimed items, not shown yet
-  const answered = new Set(); // assignment ids answered here (their POST may still be in flight)
-  const preloaded = [];       // Image objects keep the preloaded images alive
-  let current = null;
-  let pending = 0;  // server calls in flight: an empty queue then means "loading", not "done"
-  let shownAt = 0;
-  let count = 0;
-
   const $ = (id) => document.getElementById(id);
   const guidance = await api.get("/api/guidance");
   const batch = (await api.get("/api/batches")).find((b) => b.id === batchId);
   if (batch && batch.kind === "preference") { location.replace(`/rank/${batchId}`); return; }
   $("batch-name").textContent = batch ? batch.name : "";
-  count = batch ? batch.mine : 0;
-  const showCount = () => { $("count").textContent = `${count} labelled`; };
-  showCount();
   $("general").textContent = guidance.general;
 
   // class buttons (1-6) and the guidance panel, from one source: the server's guidance
@@ -60,109 +47,20 @@
   try { guideHidden = localStorage.getItem("guidance-hidden") === "1"; } catch (e) { /* private mode */ }
   showGuide(!guideHidden);
 
-  function preload(task) {
-    for (const url of [task.image_url, task.product_url]) {
-      if (!url) continue;
-      const img = new Image();
-      img.src = url;
-      preloaded.push(img);
-      if (preloaded.length > 12) preloaded.shift();
-    }
-  }
-
-  function show(task) {
-    current = task || null;
-    $("workspace").classList.toggle("hidden", !current);
-    $("done").classList.toggle("hidden", !!current || pending > 0);
-    $("loading").classList.toggle("hidden", !!current || pending === 0);
-    if (!current) return;
-    $("generated").src = current.image_url;
-    $("product").src = current.product_url || "";
-    $("product").classList.toggle("hidden", !current.product_url);
-    $("caption").textContent = current.caption || "(no caption)";
-    document.body.dataset.assignment = current.assignment;
-    shownAt = performance.now();
-    updateMore();
-  }
-
-  // new held items from the server: queue them (and preload their images) unless already known
-  function merge(tasks) {
-    const known = new Set(queue.map((t) => t.assignment));
-    if (current) known.add(current.assignment);
-    for (const task of tasks) {
-      if (known.has(task.assignment) || answered.has(task.assignment)) continue;
-      queue.push(task);
-      preload(task);
-    }
-    if (!current) show(queue.shift());
-  }
-
-  async function fill() {
-    merge((await withRetry(() => api.post(`/api/batches/${batchId}/next`, { count: want }))).tasks);
-  }
-
-  function track(promise) {
-    pending += 1;
-    if (!current) show(null);
-    return promise.finally(() => {
-      pending -= 1;
-      if (!current) show(queue.shift());
-    });
-  }
-
-  function advance() {
-    show(queue.shift());
-  }
-
-  // an answer the server refused: a conflict (409: not needed any more, or answered in another tab)
-  // is said and the page moves on; for any other reason the item is shown again
-  function restore(task, e) {
-    count = Math.max(0, count - 1);
-    showCount();
-    refused(e);
-    if (e.status === 409) return;
-    answered.delete(task.assignment);
-    if (current) queue.unshift(current);
-    show(task);
-  }
-
-  function choose(label) {
-    if (!current) return;
-    const task = current;
-    const duration = Math.round(performance.now() - shownAt);
-    answered.add(task.assignment);
-    count += 1;
-    showCount();
-    advance();
-    track(send(() => withRetry(() => api.post(`/api/assignments/${task.assignment}/label`, { label, duration_ms: duration, next: want })))
-      .then((r) => merge(r.tasks))
-      .catch((e) => restore(task, e)));
-  }
-
-  function skip() {
-    if (!current) return;
-    const task = current;
-    answered.add(task.assignment);
-    toast("Skipped");
-    advance();
-    track(send(() => withRetry(() => api.post(`/api/assignments/${task.assignment}/skip`, { next: want })))
-      .then((r) => merge(r.tasks))
-      .catch(refused));
-  }
-
-  function undo() {
-    send(async () => {
-      const task = await api.post(`/api/batches/${batchId}/undo`);
-      answered.delete(task.assignment);
-      if (current) queue.unshift(current);
-      const i = queue.findIndex((t) => t.assignment === task.assignment);
-      if (i >= 0) queue.splice(i, 1);
-      if (task.undone === "answered") count = Math.max(0, count - 1);
-      showCount();
-      show(task);
-      toast("Undone: label this item again");
-    }).catch((e) => toast(e.message, "error"));
-  }
+  const tasks = taskQueue({
+    batchId, want, answerPath: "label", undoneMessage: "Undone: label this item again",
+    imageUrls: (task) => [task.image_url, task.product_url], keepImages: 12,
+    showCount: (n) => { $("count").textContent = `${n} labelled`; },
+    render(task) {
+      $("generated").src = task.image_url;
+      $("product").src = task.product_url || "";
+      $("product").classList.toggle("hidden", !task.product_url);
+      $("caption").textContent = task.caption || "(no caption)";
+      updateMore();
+    },
+  });
+  const choose = (label) => tasks.answer({ label });
+  const { skip, undo } = tasks;
 
   $("undo").addEventListener("click", undo);
   $("skip").addEventListener("click", skip);
@@ -175,7 +73,6 @@
     else if (event.key === "g" || event.key === "G") { toggleGuide(); }
   });
 
-  await track(send(fill).catch((e) => toast(e.message, "error")));
-  keepHold(() => send(fill).catch(() => {}));
+  await tasks.start(batch ? batch.mine : 0);
   document.body.dataset.ready = "1";
 })();

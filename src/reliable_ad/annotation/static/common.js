@@ -151,3 +151,135 @@ function typingInField(event) {
   const t = event.target;
   return t && (t.tagName === "INPUT" || t.tagName === "TEXTAREA" || t.tagName === "SELECT" || t.isContentEditable);
 }
+
+// The work queue of a page that answers items one after another (annotate.js, rank.js). The page
+// holds the shown item plus `prefetch` more, whose images are loaded in the background, so the next
+// item appears the moment it is answered. Answers, skips, undos and claims go to the server in order
+// through a serial queue, retried while the network is away; an item whose answer is still in flight
+// is never shown twice. The page gives `render(task)` (draw the shown item), `imageUrls(task)` (what
+// to preload), `keepImages` (how many preloaded images to keep alive), `showCount(n)` (the page's
+// count of answers) and `answerPath` ("label" or "rank"); it reads `tasks.current`.
+function taskQueue({ batchId, want, render, imageUrls, keepImages, showCount, answerPath, undoneMessage }) {
+  const $ = (id) => document.getElementById(id);
+  const send = serialQueue();
+  const queue = [];            // claimed items, not shown yet
+  const answered = new Set();  // assignment ids answered here (their POST may still be in flight)
+  const preloaded = [];        // Image objects keep the preloaded images alive
+  let pending = 0;  // server calls in flight: an empty queue then means "loading", not "done"
+  let shownAt = 0;
+  const tasks = { current: null, count: 0 };
+
+  function setCount(n) {
+    tasks.count = Math.max(0, n);
+    showCount(tasks.count);
+  }
+
+  function preload(task) {
+    for (const url of imageUrls(task)) {
+      if (!url) continue;
+      const img = new Image();
+      img.src = url;
+      preloaded.push(img);
+      if (preloaded.length > keepImages) preloaded.shift();
+    }
+  }
+
+  function show(task) {
+    tasks.current = task || null;
+    $("workspace").classList.toggle("hidden", !tasks.current);
+    $("done").classList.toggle("hidden", !!tasks.current || pending > 0);
+    $("loading").classList.toggle("hidden", !!tasks.current || pending === 0);
+    if (!tasks.current) return;
+    render(tasks.current);
+    document.body.dataset.assignment = tasks.current.assignment;
+    shownAt = performance.now();
+  }
+
+  // new held items from the server: queue them (and preload their images) unless already known
+  function merge(claimed) {
+    const known = new Set(queue.map((t) => t.assignment));
+    if (tasks.current) known.add(tasks.current.assignment);
+    for (const task of claimed) {
+      if (known.has(task.assignment) || answered.has(task.assignment)) continue;
+      queue.push(task);
+      preload(task);
+    }
+    if (!tasks.current) show(queue.shift());
+  }
+
+  async function fill() {
+    merge((await withRetry(() => api.post(`/api/batches/${batchId}/next`, { count: want }))).tasks);
+  }
+
+  function track(promise) {
+    pending += 1;
+    if (!tasks.current) show(null);
+    return promise.finally(() => {
+      pending -= 1;
+      if (!tasks.current) show(queue.shift());
+    });
+  }
+
+  function advance() {
+    show(queue.shift());
+  }
+
+  // an answer the server refused: a conflict (409: not needed any more, or answered in another tab)
+  // is said and the page moves on; for any other reason the item is shown again
+  function restore(task, e) {
+    setCount(tasks.count - 1);
+    refused(e);
+    if (e.status === 409) return;
+    answered.delete(task.assignment);
+    if (tasks.current) queue.unshift(tasks.current);
+    show(task);
+  }
+
+  // answer the shown item with `body` (its label or ranking); the next item shows at once
+  tasks.answer = (body) => {
+    if (!tasks.current) return;
+    const task = tasks.current;
+    const duration = Math.round(performance.now() - shownAt);
+    answered.add(task.assignment);
+    setCount(tasks.count + 1);
+    advance();
+    track(send(() => withRetry(() => api.post(`/api/assignments/${task.assignment}/${answerPath}`,
+      { ...body, duration_ms: duration, next: want })))
+      .then((r) => merge(r.tasks))
+      .catch((e) => restore(task, e)));
+  };
+
+  tasks.skip = () => {
+    if (!tasks.current) return;
+    const task = tasks.current;
+    answered.add(task.assignment);
+    toast("Skipped");
+    advance();
+    track(send(() => withRetry(() => api.post(`/api/assignments/${task.assignment}/skip`, { next: want })))
+      .then((r) => merge(r.tasks))
+      .catch(refused));
+  };
+
+  // the server reopens this user's latest answer or skip in the batch, which is shown again
+  tasks.undo = () => {
+    send(async () => {
+      const task = await api.post(`/api/batches/${batchId}/undo`);
+      answered.delete(task.assignment);
+      if (tasks.current) queue.unshift(tasks.current);
+      const i = queue.findIndex((t) => t.assignment === task.assignment);
+      if (i >= 0) queue.splice(i, 1);
+      if (task.undone === "answered") setCount(tasks.count - 1);
+      show(task);
+      toast(undoneMessage);
+    }).catch((e) => toast(e.message, "error"));
+  };
+
+  // the first items, then keep holding them while the annotator works
+  tasks.start = async (count) => {
+    setCount(count);
+    await track(send(fill).catch((e) => toast(e.message, "error")));
+    keepHold(() => send(fill).catch(() => {}));
+  };
+
+  return tasks;
+}

@@ -5,36 +5,22 @@
   const batchId = pathId();
   const me = await api.init();
   const want = 1 + (me.prefetch ?? 2);
-  const send = serialQueue();
-  const queue = [];
-  const answered = new Set();
-  const preloaded = [];
-  let current = null;
-  let pending = 0;  // server calls in flight: an empty queue then means "loading", not "done"
   let order = [];   // the chips' numbers, best first
-  let shownAt = 0;
-  let count = 0;
   const $ = (id) => document.getElementById(id);
 
   const batch = (await api.get("/api/batches")).find((b) => b.id === batchId);
   if (batch && batch.kind === "availability") { location.replace(`/annotate/${batchId}`); return; }
   $("batch-name").textContent = batch ? batch.name : "";
-  count = batch ? batch.mine : 0;
-  const showCount = () => { $("count").textContent = `${count} ranked`; };
-  showCount();
 
-  const sep = () => (current && current.candidates.length > 9 ? "," : "");
-  const byNumber = (n) => current.candidates.find((c) => c.number === n);
-
-  function preload(task) {
-    for (const url of [task.product_url, ...task.candidates.map((c) => c.url)]) {
-      if (!url) continue;
-      const img = new Image();
-      img.src = url;
-      preloaded.push(img);
-      if (preloaded.length > 30) preloaded.shift();
-    }
-  }
+  const tasks = taskQueue({
+    batchId, want, answerPath: "rank", undoneMessage: "Undone: rank this set again",
+    imageUrls: (task) => [task.product_url, ...task.candidates.map((c) => c.url)], keepImages: 30,
+    showCount: (n) => { $("count").textContent = `${n} ranked`; },
+    render,
+  });
+  const { skip, undo } = tasks;
+  const sep = () => (tasks.current && tasks.current.candidates.length > 9 ? "," : "");
+  const byNumber = (n) => tasks.current.candidates.find((c) => c.number === n);
 
   function renderRanking() {
     const strip = $("ranking");
@@ -70,32 +56,26 @@
     $("typed").placeholder = `e.g. ${example}`;
   }
 
-  function show(task) {
-    current = task || null;
-    $("workspace").classList.toggle("hidden", !current);
-    $("done").classList.toggle("hidden", !!current || pending > 0);
-    $("loading").classList.toggle("hidden", !!current || pending === 0);
-    if (!current) return;
-    $("product").src = current.product_url || "";
-    $("caption").textContent = current.caption || "(no caption)";
-    $("candidates").replaceChildren(...current.candidates.map((c) =>
+  // the shown set: the product, its images and the ranking so far (their order as shown)
+  function render(task) {
+    $("product").src = task.product_url || "";
+    $("caption").textContent = task.caption || "(no caption)";
+    $("candidates").replaceChildren(...task.candidates.map((c) =>
       el("div", { class: "candidate" }, el("img", { src: c.url, alt: `image ${c.number}` }), el("span", { class: "num", text: String(c.number) }))));
-    order = current.candidates.map((c) => c.number);
-    describeKeys(current.candidates.length);
+    order = task.candidates.map((c) => c.number);
+    describeKeys(task.candidates.length);
     $("typed").value = "";
     renderRanking();
-    document.body.dataset.assignment = current.assignment;
-    shownAt = performance.now();
     $("typed").focus();
   }
 
   // typed numbers go first, the rest keep their place
   $("typed").addEventListener("input", () => {
-    if (!current) return;
+    if (!tasks.current) return;
     const text = $("typed").value.trim();
     const typed = (sep() || /[\s,]/.test(text) ? text.split(/[\s,]+/) : text.split("")).map(Number)
       .filter((n, i, all) => byNumber(n) && all.indexOf(n) === i);
-    order = [...typed, ...current.candidates.map((c) => c.number).filter((n) => !typed.includes(n))];
+    order = [...typed, ...tasks.current.candidates.map((c) => c.number).filter((n) => !typed.includes(n))];
     renderRanking();
   });
   $("typed").addEventListener("keydown", (event) => {
@@ -104,90 +84,17 @@
     else if (event.key === "s" || event.key === "S") { event.preventDefault(); skip(); }
   });
 
-  // new held items from the server: queue them (and preload their images) unless already known
-  function merge(tasks) {
-    const known = new Set(queue.map((t) => t.assignment));
-    if (current) known.add(current.assignment);
-    for (const task of tasks) {
-      if (known.has(task.assignment) || answered.has(task.assignment)) continue;
-      queue.push(task);
-      preload(task);
-    }
-    if (!current) show(queue.shift());
-  }
-
-  async function fill() {
-    merge((await withRetry(() => api.post(`/api/batches/${batchId}/next`, { count: want }))).tasks);
-  }
-
-  function track(promise) {
-    pending += 1;
-    if (!current) show(null);
-    return promise.finally(() => {
-      pending -= 1;
-      if (!current) show(queue.shift());
-    });
-  }
-
-  function advance() {
-    show(queue.shift());
-  }
-
-  // an answer the server refused: a conflict (409: not needed any more, or answered in another tab)
-  // is said and the page moves on; for any other reason the set is shown again
-  function restore(task, e) {
-    count = Math.max(0, count - 1);
-    showCount();
-    refused(e);
-    if (e.status === 409) return;
-    answered.delete(task.assignment);
-    if (current) queue.unshift(current);
-    show(task);
-  }
-
   function submit() {
-    if (!current) return;
+    if (!tasks.current) return;
     const text = $("typed").value.trim();
     const ranking = text || order.join(sep());
-    const task = current;
-    const n = task.candidates.length;
+    const n = tasks.current.candidates.length;
     const numbers = (sep() || /[\s,]/.test(ranking) ? ranking.split(/[\s,]+/) : ranking.split("")).map(Number);
     if (numbers.length !== n || new Set(numbers).size !== n || numbers.some((x) => !byNumber(x))) {
       toast(`Name each image 1–${n} once, best first`, "error");
       return;
     }
-    answered.add(task.assignment);
-    const duration = Math.round(performance.now() - shownAt);
-    count += 1;
-    showCount();
-    advance();
-    track(send(() => withRetry(() => api.post(`/api/assignments/${task.assignment}/rank`, { ranking: numbers.join(sep()), duration_ms: duration, next: want })))
-      .then((r) => merge(r.tasks))
-      .catch((e) => restore(task, e)));
-  }
-
-  function skip() {
-    if (!current) return;
-    const task = current;
-    answered.add(task.assignment);
-    toast("Skipped");
-    advance();
-    track(send(() => withRetry(() => api.post(`/api/assignments/${task.assignment}/skip`, { next: want })))
-      .then((r) => merge(r.tasks))
-      .catch(refused));
-  }
-
-  function undo() {
-    send(async () => {
-      const task = await api.post(`/api/batches/${batchId}/undo`);
-      answered.delete(task.assignment);
-      if (current) queue.unshift(current);
-      const i = queue.findIndex((t) => t.assignment === task.assignment);
-      if (i >= 0) queue.splice(i, 1);
-      if (task.undone === "answered") { count = Math.max(0, count - 1); showCount(); }
-      show(task);
-      toast("Undone: rank this set again");
-    }).catch((e) => toast(e.message, "error"));
+    tasks.answer({ ranking: numbers.join(sep()) });
   }
 
   $("submit").addEventListener("click", submit);
@@ -200,7 +107,6 @@
     else if (event.key === "Enter") { event.preventDefault(); submit(); }
   });
 
-  await track(send(fill).catch((e) => toast(e.message, "error")));
-  keepHold(() => send(fill).catch(() => {}));
+  await tasks.start(batch ? batch.mine : 0);
   document.body.dataset.ready = "1";
 })();

@@ -2,9 +2,11 @@
 
 Each simulated annotator does what the availability page does: log in, claim its item plus the
 preloaded ones, fetch the shown image, answer with a key (the answer brings the next items back).
-Every request's latency is recorded; afterwards :func:`check_batch` verifies the queue's promises
-in the database: every item has exactly k labels, from k different annotators, none open, none
-lost (the server holds exactly the labels the clients were told were saved).
+Every request's latency is recorded; afterwards ``check_batch`` (tests/annotation_helpers.py)
+verifies the queue's promises in the database: every item has exactly k labels, from k different
+annotators, none open, none lost (the server holds exactly the labels the clients were told were
+saved). Used by benchmarks/annotation_load.py and tests/test_annotation_load.py; not part of the
+package.
 """
 
 from __future__ import annotations
@@ -23,10 +25,15 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from reliable_ad.annotation.db import Database, normalize_url, with_schema
-from reliable_ad.annotation.models import Assignment, Task
+
+# the synthetic runs and the database checks are the tests' own (tests/annotation_helpers.py)
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+if str(TESTS) not in sys.path:
+    sys.path.append(str(TESTS))
+from annotation_helpers import check_batch, make_run  # noqa: E402
 
 
 @dataclass
@@ -64,7 +71,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class ServerProcess:
-    """`reliable-ad annotate serve` (run as ``python -m reliable_ad.annotation serve``) in a child
+    """`reliable-ad annotate serve` (as ``python -m reliable_ad.cli.main annotate serve``) in a child
     process: its own interpreter, so the clients' work does not slow the server down through one GIL::
 
         with ServerProcess(db_url) as base_url: ...
@@ -73,7 +80,7 @@ class ServerProcess:
     def __init__(self, db: str, *, port: int | None = None, extra: list[str] | None = None):
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
-        self.command = [sys.executable, "-m", "reliable_ad.annotation", "serve", "--db", db,
+        self.command = [sys.executable, "-m", "reliable_ad.cli.main", "annotate", "serve", "--db", db,
                         "--port", str(self.port), *(extra or [])]
         self.process: subprocess.Popen | None = None
 
@@ -174,37 +181,6 @@ def run_load(base_url: str, users: list[tuple[str, str]], batch_id: int, *, seed
     return report
 
 
-def check_batch(db: Database, batch_id: int, k: int) -> dict:
-    """The queue's promises for a finished batch; ``problems`` is empty when all hold."""
-    with db.read() as s:
-        n_tasks = s.scalar(select(func.count()).select_from(Task).where(Task.batch_id == batch_id))
-        per_task = dict(s.execute(
-            select(Assignment.task_id, func.count()).where(Assignment.batch_id == batch_id,
-                                                           Assignment.state == "answered")
-            .group_by(Assignment.task_id)).all())
-        distinct_users = dict(s.execute(
-            select(Assignment.task_id, func.count(func.distinct(Assignment.user_id)))
-            .where(Assignment.batch_id == batch_id, Assignment.state == "answered")
-            .group_by(Assignment.task_id)).all())
-        states = dict(s.execute(select(Assignment.state, func.count()).where(Assignment.batch_id == batch_id)
-                                .group_by(Assignment.state)).all())
-        still_needed = s.scalar(select(func.coalesce(func.sum(Task.needed), 0)).where(Task.batch_id == batch_id))
-    problems = []
-    wrong = {t: c for t, c in per_task.items() if c != k}
-    if wrong:
-        problems.append(f"{len(wrong)} items have a label count other than {k}: {dict(list(wrong.items())[:5])}")
-    missing = n_tasks - len(per_task)
-    if missing:
-        problems.append(f"{missing} items have no label")
-    if any(c != k for c in distinct_users.values()):
-        problems.append("an item was labelled twice by one annotator")
-    if states.get("open"):
-        problems.append(f"{states['open']} assignments are still open")
-    if still_needed:
-        problems.append(f"tasks still need {still_needed} labels")
-    return {"tasks": n_tasks, "labels": sum(per_task.values()), "states": states, "problems": problems}
-
-
 def prepare_users(db: Database, n: int, prefix: str = "annotator") -> list[tuple[str, str]]:
     """``n`` annotator accounts (created if missing) and their passwords."""
     from reliable_ad.annotation import security
@@ -221,8 +197,6 @@ def prepare_users(db: Database, n: int, prefix: str = "annotator") -> list[tuple
 
 def make_items_run(folder: str | Path, n_items: int, *, per_product: int = 10) -> Path:
     """A run with ``n_items`` small generated images (products of ``per_product`` images each)."""
-    from reliable_ad.annotation.testing import make_run
-
     n_products = -(-n_items // per_product)
     run = make_run(folder, n_products, per_product, size=32)
     if n_products * per_product != n_items:  # trim the manifest to exactly n_items

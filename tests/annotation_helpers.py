@@ -1,5 +1,11 @@
-"""Synthetic generation runs for tests, demos and the load benchmark: small real PNG files and a
-manifest in the format `reliable-ad generate` writes (with an `inspect` verdict on request)."""
+"""Helpers of the annotation app's tests, also used by scripts/screenshots.py and
+benchmarks/annotation_loadsim.py (both put this folder on sys.path); not part of the package.
+
+:func:`make_run`: a synthetic generation run, small real PNG files and a manifest in the format
+`reliable-ad generate` writes (with an `inspect` verdict on request). :class:`ServerThread`: the app
+on a loopback port. :class:`Annotator`: a logged-in API user. :func:`check_batch`: the queue's
+promises for a finished batch, checked in the database.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,11 @@ import random
 from pathlib import Path
 
 from PIL import Image, ImageDraw
+from sqlalchemy import func, select
 
+from reliable_ad.annotation.db import Database
 from reliable_ad.annotation.guidance import LABELS
+from reliable_ad.annotation.models import Assignment, Task
 from reliable_ad.data.records import ManifestRecord
 
 
@@ -146,3 +155,35 @@ class Annotator:
     def label(self, assignment: int, label: int):
         return self.post(f"/api/assignments/{assignment}/label", {"label": label})
 
+
+
+def check_batch(db: Database, batch_id: int, k: int) -> dict:
+    """The queue's promises for a finished batch; ``problems`` is empty when all hold: every item has
+    exactly k labels, from k different annotators, none open, none still needed."""
+    with db.read() as s:
+        n_tasks = s.scalar(select(func.count()).select_from(Task).where(Task.batch_id == batch_id))
+        per_task = dict(s.execute(
+            select(Assignment.task_id, func.count()).where(Assignment.batch_id == batch_id,
+                                                           Assignment.state == "answered")
+            .group_by(Assignment.task_id)).all())
+        distinct_users = dict(s.execute(
+            select(Assignment.task_id, func.count(func.distinct(Assignment.user_id)))
+            .where(Assignment.batch_id == batch_id, Assignment.state == "answered")
+            .group_by(Assignment.task_id)).all())
+        states = dict(s.execute(select(Assignment.state, func.count()).where(Assignment.batch_id == batch_id)
+                                .group_by(Assignment.state)).all())
+        still_needed = s.scalar(select(func.coalesce(func.sum(Task.needed), 0)).where(Task.batch_id == batch_id))
+    problems = []
+    wrong = {t: c for t, c in per_task.items() if c != k}
+    if wrong:
+        problems.append(f"{len(wrong)} items have a label count other than {k}: {dict(list(wrong.items())[:5])}")
+    missing = n_tasks - len(per_task)
+    if missing:
+        problems.append(f"{missing} items have no label")
+    if any(c != k for c in distinct_users.values()):
+        problems.append("an item was labelled twice by one annotator")
+    if states.get("open"):
+        problems.append(f"{states['open']} assignments are still open")
+    if still_needed:
+        problems.append(f"tasks still need {still_needed} labels")
+    return {"tasks": n_tasks, "labels": sum(per_task.values()), "states": states, "problems": problems}
