@@ -4,10 +4,11 @@
     python benchmarks/synthad_experiments.py --quick         # smoke run (< 10 min): runs/synthad_experiments_quick/
     python benchmarks/synthad_experiments.py --only rfnet --model tiny --rfnet tiny --quick
 
-Studies, in order (reliable_ad.synthad.experiments.<name>_study): rfnet (RFNet vs generated-image-only
-baselines, modality ablation), recurrent (available rate within k attempts), rfft (original vs ReFL
-vs KL vs RFFT with CC). Each study's result is cached as OUT/<name>.json: a rerun skips finished
-studies (and the studies resume their own finished parts), so an interrupted run loses little.
+Studies, in order (experiments.studies.<name>_study: the repository's experiments/, not the package):
+rfnet (RFNet vs generated-image-only baselines, modality ablation), recurrent (available rate within
+k attempts), rfft (original vs ReFL vs KL vs RFFT with CC). Each study's result is cached as
+OUT/<name>.json: a rerun skips finished studies (and the studies resume their own finished parts),
+so an interrupted run loses little.
 Exit code: 0 all ran (or are not available in this install), 1 a study failed, 2 usage error.
 """
 
@@ -28,15 +29,17 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # SynthAd needs nothing from the network
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]  # default paths are the repository's, wherever it is run from
+if str(ROOT) not in sys.path:  # the studies live in the repository's experiments/, outside the package
+    sys.path.insert(0, str(ROOT))
 
-from reliable_ad.synthad.experiments import STUDIES  # noqa: E402
-from reliable_ad.synthad.experiments.common import ExperimentContext  # noqa: E402
-from reliable_ad.synthad.experiments.report import (STATUS_FAILED, STATUS_MISSING, STATUS_OK,  # noqa: E402
-                                                    check_result, render_report)
+from experiments.studies import STUDIES  # noqa: E402
+from experiments.studies.common import ExperimentContext  # noqa: E402
+from experiments.studies.report import (STATUS_FAILED, STATUS_MISSING, STATUS_OK, check_result,  # noqa: E402
+                                        render_report)
 from reliable_ad.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: E402
 
 logger = logging.getLogger("synthad_experiments")
-ROOT = Path(__file__).resolve().parents[1]  # default paths are the repository's, wherever it is run from
 CONTEXT_FILE = "context.json"
 
 
@@ -94,7 +97,7 @@ def run_one(name: str, ctx: ExperimentContext, out: Path) -> dict:
         if entry.get("status") == STATUS_OK and not check_result(entry.get("result")):
             _say(f"{name}: finished in an earlier run ({entry['result']['seconds']:.0f} s); read back")
             return {**entry, "cached": True}
-    module_name = f"reliable_ad.synthad.experiments.{name}_study"
+    module_name = f"experiments.studies.{name}_study"
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:

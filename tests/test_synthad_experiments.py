@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from reliable_ad.synthad.experiments import STUDIES
-from reliable_ad.synthad.experiments.common import (ExperimentContext, clean_number, make_products, table,
-                                                    wall_color_of_background)
-from reliable_ad.synthad.experiments.report import check_result, format_cell, markdown_table
+from experiments.studies import STUDIES
+from experiments.studies.common import (ExperimentContext, clean_number, make_products, table,
+                                        wall_color_of_background)
+from experiments.studies.report import check_result, format_cell, markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 RFNET_TABLES = ("RFNet vs generated-image-only (Available)", "Modality ablation", "Labelled data (oracle labels)")
@@ -179,7 +179,7 @@ def test_wall_colour_of_a_rendered_scene_is_the_prompted_one():
 def test_bootstrap_pairs_models_over_products():
     import numpy as np
 
-    from reliable_ad.synthad.experiments.rfnet_study import bootstrap_ap
+    from experiments.studies.rfnet_study import bootstrap_ap
 
     rng = np.random.default_rng(0)
     truth = {f"images/p{i:03d}_{k}.png": bool(rng.random() < 0.4) for i in range(40) for k in range(2)}

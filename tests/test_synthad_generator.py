@@ -10,8 +10,12 @@ import pytest
 import torch
 
 from reliable_ad.generation.config import GenerateConfig, ModelConfig, SamplingConfig
-from reliable_ad.generation.models import MODEL_PRESETS, SYNTHAD_WEIGHTS, load_pipeline, resolve_model
-from reliable_ad.synthad import train_generator as tg
+from reliable_ad.core.registry import packaged_folder
+from reliable_ad.generation.models import MODEL_PRESETS, load_pipeline, resolve_model
+from experiments.synthad import train_generator as tg
+
+
+SYNTHAD_WEIGHTS = packaged_folder("generator")
 
 
 def test_preset_points_at_packaged_folders_and_brings_its_defaults():
@@ -36,13 +40,9 @@ def test_packaged_weights_are_small_safetensors():
 
 
 def test_missing_packaged_weights_name_the_fix(monkeypatch, tmp_path):
-    from dataclasses import replace
-
-    import reliable_ad.generation.models as models
-
-    broken = replace(MODEL_PRESETS["synthad"], base=str(tmp_path / "nope"))
-    monkeypatch.setitem(models.MODEL_PRESETS, "synthad", broken)
-    with pytest.raises(FileNotFoundError, match="train_generator"):
+    (tmp_path / "generator" / "base").mkdir(parents=True)  # a partial copy: no model_index.json, no controlnet
+    monkeypatch.setattr("reliable_ad.core.registry.WEIGHTS_DIR", tmp_path)
+    with pytest.raises(FileNotFoundError, match="experiments.synthad.train_generator --out DIR --install"):
         resolve_model(ModelConfig(model="synthad"))
 
 
@@ -114,3 +114,31 @@ def test_cli_writes_a_labelled_dataset(tmp_path):
     assert main(["synthad", "dataset", "-n", "6", "--image-scale", "0.35", "--out", str(tmp_path)]) == 0
     assert len((tmp_path / "labels.txt").read_text().splitlines()) == 6
     assert (tmp_path / "modalities" / "meta.json").is_file()
+
+
+def test_cli_generates_and_labels_with_the_oracle_and_resumes(tmp_path, monkeypatch):
+    """`synthad generated`: images of the packaged generator labelled by the oracle, RF1M layout; a
+    rerun finds every image recorded and loads no generator."""
+    from reliable_ad.cli import synthad as cli_synthad
+    from reliable_ad.cli.main import main
+    from reliable_ad.core.labels import CLASS_NAMES
+    from reliable_ad.data.readers import read_rf1m
+
+    out = tmp_path / "labelled"
+    args = ["synthad", "generated", "--out", str(out), "--products", "2", "--per-product", "2", "--steps", "2"]
+    assert main(args) == 0
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    assert len(records) == 4 and {r["label"] for r in records} <= set(CLASS_NAMES)
+    assert list(records[0]) == ["image", "product_id", "caption", "prompt", "slots", "seed", "label", "p_available",
+                                "reasons"]
+    samples, problems = read_rf1m(out)
+    assert not problems and len(samples) == 4 and all(s.caption for s in samples)
+    before = {p.name: p.read_bytes() for p in (out / "images").iterdir()}
+
+    def no_generator(*a, **k):
+        raise AssertionError("a finished folder must not load the generator")
+
+    monkeypatch.setattr(cli_synthad, "load_generator", no_generator)
+    assert main(args) == 0
+    assert before == {p.name: p.read_bytes() for p in (out / "images").iterdir()}
+    assert main([*args[:-2], "--steps", "0"]) == 2

@@ -1,5 +1,5 @@
 """The SynthAd models that ship with the package ("synthad" depth, salience and RFNet) and the module
-that trains them (`python -m reliable_ad.synthad.train_rfnet`)."""
+that trains them (`python -m experiments.synthad.train_rfnet`)."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from reliable_ad.modalities import build_depth, build_salience, list_depth_estim
 from reliable_ad.rfnet import build_rfnet, list_presets, load_rfnet
 from reliable_ad.rfnet.inspector import Inspector
 from reliable_ad.core.labels import CLASS_NAMES
+from reliable_ad.core.registry import TRAIN_COMMAND, packaged_folder
 from reliable_ad.synthad.dataset import class_schedule, render_item, stream_product
-from reliable_ad.synthad.estimators import depth_correlation, predict_maps, salience_iou
+from reliable_ad.modalities.synthad_estimators import depth_correlation, predict_maps, salience_iou
 from reliable_ad.synthad.layout import LayoutError
-from reliable_ad.synthad.packaged import TRAIN_COMMAND, packaged_folder
-from reliable_ad.synthad.train_rfnet import CLASS_SHARES, IMAGE_SCALE
+from experiments.synthad.train_rfnet import CLASS_SHARES, IMAGE_SCALE
 
 FRESH_SEED = 424_242  # no training set of train_rfnet uses it (their seeds are 1000, 2000, 9000 + seed)
 
@@ -69,7 +69,7 @@ def test_synthad_estimators_are_registered_and_packaged():
 def test_missing_packaged_folder_says_how_to_make_it(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="SynthAd depth model is missing.*train_rfnet --out DIR --install"):
         packaged_folder("depth", root=tmp_path)
-    monkeypatch.setattr("reliable_ad.synthad.packaged.WEIGHTS_DIR", tmp_path)
+    monkeypatch.setattr("reliable_ad.core.registry.WEIGHTS_DIR", tmp_path)
     with pytest.raises(FileNotFoundError, match=r"salience model is missing"):
         build_salience("synthad")
     with pytest.raises(FileNotFoundError, match=r"rfnet model is missing"):
@@ -104,7 +104,7 @@ def test_synthad_rfnet_is_a_preset_everywhere():
     from reliable_ad.recurrent.run import resolve_rfnet
 
     assert "synthad" in list_presets()
-    assert resolve_rfnet(SimpleNamespace(rfnet="synthad")) == "synthad"
+    assert resolve_rfnet(SimpleNamespace(judge=SimpleNamespace(rfnet="synthad"))) == "synthad"
     model, processor = load_rfnet("synthad")
     assert model.config.image_size == 64 and processor.image_size == 64 and model.class_names == CLASS_NAMES
     rebuilt = build_rfnet("synthad")
@@ -134,7 +134,7 @@ def test_synthad_inspector_finds_available_scenes(fresh):
 
 def test_quick_training_run_end_to_end(tmp_path, capsys):
     from reliable_ad.synthad.dataset import write_synthad_dataset
-    from reliable_ad.synthad.train_rfnet import install, main
+    from experiments.synthad.train_rfnet import install, main
 
     # extra labelled data that already carries maps of another estimator: the run leaves it untouched
     extra = tmp_path / "extra"

@@ -8,8 +8,8 @@ import math
 
 import pytest
 
-from reliable_ad.synthad.experiments import recurrent_study, rfft_study
-from reliable_ad.synthad.experiments.common import ExperimentContext
+from experiments.studies import recurrent_study, rfft_study
+from experiments.studies.common import ExperimentContext
 
 
 def _attempt(accepted: bool, p: float, oracle_ok: bool, variation=None) -> dict:
@@ -69,7 +69,7 @@ class SizeMismatchInspector:
 
 
 def test_policies_share_identical_attempts_and_defect_aware_rescales(ctx, monkeypatch):
-    from reliable_ad.synthad.experiments.common import Stopwatch, make_products, prompt_preset
+    from experiments.studies.common import Stopwatch, make_products, prompt_preset
 
     monkeypatch.setattr(recurrent_study, "load_inspector", lambda ctx: SizeMismatchInspector())
     settings = recurrent_study.RecurrentStudySettings(products=1, max_attempts=3)

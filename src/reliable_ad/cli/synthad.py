@@ -87,10 +87,73 @@ def write_dataset(args: argparse.Namespace) -> int:
 
 
 def write_generated(args: argparse.Namespace) -> int:
-    from reliable_ad.synthad.experiments.common import ExperimentContext
-    from reliable_ad.synthad.experiments.rfnet_study import build_labelled_set
-
-    ctx = ExperimentContext(model=args.model, rfnet="tiny", quick=False, seed=args.seed, steps=args.steps)
-    summary = build_labelled_set(ctx, Path(args.out), args.products, args.per_product)
+    for flag, value in (("--products", args.products), ("--per-product", args.per_product), ("--steps", args.steps)):
+        if value < 1:
+            print(f"{flag} {value}: give at least 1", file=sys.stderr)
+            return 2
+    if not 0 <= args.seed < 2**63:
+        print(f"--seed {args.seed}: give an int in [0, 2**63)", file=sys.stderr)
+        return 2
+    model, steps = args.model, args.steps
+    summary = generate_labelled_set(Path(args.out), args.products, args.per_product, seed=args.seed,
+                                    generator=lambda: load_generator(model, steps=steps))
     print(f"{summary['images']} images of {summary['products']} products -> {args.out} ({summary['per_class']})")
     return 0
+
+
+# --- generate, then label with the oracle (the top layer: generation + synthad) ---------------------------
+
+PROMPT_PRESET = "synthad"  # the prompt preset whose format the SynthAd generator learnt
+
+
+def load_generator(model: str, *, device: str = "cpu", steps: int = 25, batch_size: int = 8):
+    """The AdGenerator of ``model``: a preset name (generation.models.MODEL_PRESETS), or a folder with
+    ``base/`` and ``controlnet/`` diffusers folders (as the packaged SynthAd generator and the ones
+    experiments/synthad/train_generator.py writes), made at the checkpoint's own size."""
+    from reliable_ad.generation.config import ModelConfig, SamplingConfig
+    from reliable_ad.generation.generator import AdGenerator
+    from reliable_ad.generation.models import MODEL_PRESETS
+
+    sampling = SamplingConfig(num_inference_steps=steps, batch_size=batch_size)
+    folder = Path(model).expanduser()
+    if model not in MODEL_PRESETS and (folder / "base").is_dir() and (folder / "controlnet").is_dir():
+        config = ModelConfig(model=str(folder / "base"), controlnet=str(folder / "controlnet"), device=device,
+                             safety_checker=False)
+    else:
+        config = ModelConfig(model=model, device=device, safety_checker=False)
+    generator = AdGenerator.from_config(config, sampling)
+    if model not in MODEL_PRESETS:  # a checkpoint's own size, not SD1.5's 512 (unet latents x VAE factor)
+        generator.sampling.size = int(generator.pipe.unet.config.sample_size) * int(generator.pipe.vae_scale_factor)
+    return generator
+
+
+def generate_labelled_set(root: Path, products: int, per_product: int, *, seed: int, generator,
+                          chunk: int = 32) -> dict:
+    """``products`` fresh SynthAd products x ``per_product`` images, generated with ``generator`` (an
+    AdGenerator, or a function that makes one, called only when images are missing) from the
+    ``synthad`` prompt preset, and labelled by the oracle into ``root`` (RF1M layout, resumable;
+    `synthad.generated.write_labelled_set`). Products, prompts and noise seeds follow from ``seed``;
+    returns {"images", "products", "per_class"}."""
+    from reliable_ad.generation.generator import GenerationJob
+    from reliable_ad.generation.prompts import get_preset
+    from reliable_ad.generation.seeds import derive_seed
+    from reliable_ad.synthad.generated import make_products, prepared, sub_seed, write_labelled_set
+
+    preset = get_preset(PROMPT_PRESET)
+    items = make_products(products, seed, prefix="rf")
+    made: list = [generator] if hasattr(generator, "generate") else []
+
+    def make_images(part):
+        if not made:
+            made.append(generator())
+        gen = made[0]
+        # the seed salts ("rfnet-prompt", "rfnet/") are the ones the shipped RFNet's labelled set was made with
+        prompts = [preset.render(sub_seed(seed, "rfnet-prompt", item.key, k)) for item, k in part]
+        seeds = [derive_seed(seed, f"rfnet/{item.key}", k) for item, k in part]
+        jobs = [GenerationJob(prepared(item, gen.size, preset.image_scale), p.prompt, p.negative_prompt, int(s))
+                for (item, _), p, s in zip(part, prompts, seeds)]
+        images = [g.image for g in gen.generate(jobs)]
+        return [(image, {"prompt": p.prompt, "slots": p.slot_values, "seed": s})
+                for image, p, s in zip(images, prompts, seeds)]
+
+    return write_labelled_set(root, items, per_product, make_images, image_scale=preset.image_scale, chunk=chunk)

@@ -1,6 +1,7 @@
 """Precomputed depth and salience maps on disk, so training and inspection skip the estimators.
 
-Layout, inside a generation run folder (with ``manifest.jsonl``) or an RF1M-style dataset folder::
+Layout (its paths are `reliable_ad.data.maps`), inside a generation run folder (with ``manifest.jsonl``)
+or an RF1M-style dataset folder::
 
     <root>/modalities/meta.json                            {"depth": name, "salience": name, "size": S, ...}
     <root>/modalities/depth/<image relative path>.npy      float16 (S, S) in [0, 1], near = 1
@@ -24,13 +25,10 @@ from typing import Any
 import numpy as np
 
 from reliable_ad.core.io import atomic_write_bytes, atomic_write_json, read_jsonl
+from reliable_ad.data.maps import CACHE_DIR, KINDS, MAP_SUFFIX, META_FILE, cache_root, map_path  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
-CACHE_DIR = "modalities"
-META_FILE = "meta.json"
-KINDS = ("depth", "salience")
-MAP_SUFFIX = ".npy"
 MANIFEST = "manifest.jsonl"
 
 
@@ -45,17 +43,6 @@ class CacheSummary:
     @property
     def ok(self) -> bool:
         return not self.failed
-
-
-def cache_root(root: str | os.PathLike) -> Path:
-    return Path(root) / CACHE_DIR
-
-
-def map_path(root: str | os.PathLike, kind: str, image: str) -> Path:
-    """Where the ``kind`` map of ``image`` (relative to ``root``, forward slashes) lives."""
-    if kind not in KINDS:
-        raise ValueError(f"kind={kind!r} must be one of {KINDS}")
-    return cache_root(root) / kind / (image + MAP_SUFFIX)
 
 
 def read_meta(root: str | os.PathLike) -> dict[str, Any] | None:

@@ -1,15 +1,17 @@
 """SynthAd: a laptop-scale procedural world of advertising images where every failure class of the
-paper (SPEC §1) is injected on purpose and judged by a rule-based oracle, so the method's claims
-can be measured against a known truth without real generators or the RF1M data.
+paper (docs/method.md §1) is injected on purpose and judged by a rule-based oracle, so the method's
+claims can be measured against a known truth without real generators or the RF1M data.
 
 - `products`: procedural product cut-outs with captions ("a large red suitcase").
 - `scenes`: scenes from prompt attributes, with true depth/salience and at most one injected defect.
 - `oracle`: the rule-based inspector (a Recurrent Generation judge too).
 - `dataset`: labelled datasets in the RF1M layout, with the true maps in the modality cache.
+- `generated`: keyed products for a generator, and the oracle's labels of the images it made.
 
-numpy and OpenCV only: nothing imported here needs torch. The trained "synthad" models that ship in
-`weights/` (depth and salience estimators, RFNet; `packaged`) are made by `train_rfnet` (torch),
-with `estimators` and `model_report`; import those modules directly.
+numpy and OpenCV only, on `reliable_ad.core` and `reliable_ad.data`: nothing imported here needs
+torch or another part of reliable_ad. The trained "synthad" models ship in `weights/`; what made
+them (and the paper's studies on SynthAd) lives outside the package, in the repository's
+`experiments/` folder.
 """
 
 from reliable_ad.synthad.dataset import (DatasetSummary, SceneItem, class_schedule, generate_scenes,

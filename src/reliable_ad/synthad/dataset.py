@@ -1,7 +1,7 @@
 """Labelled SynthAd datasets: a deterministic stream of (product, scene) pairs with a chosen class
 mix, and a writer that lays them out as an RF1M-style release (what `data.readers.read_rf1m` reads),
 optionally with the renderer's true depth and salience maps in the modality cache layout
-(`modalities.cache`), so RFNet can train on SynthAd without running any estimator.
+(`data.maps`), so RFNet can train on SynthAd without running any estimator.
 
     <out>/images/<product id>_<k>.png        the scenes (k-th scene of a product)
     <out>/labels.txt                         "<image path>\\t<class name>" per scene
@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from reliable_ad.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from reliable_ad.core.labels import CLASS_NAMES
+from reliable_ad.data.maps import CACHE_DIR, META_FILE, map_path
 from reliable_ad.synthad.layout import LayoutError
 from reliable_ad.synthad.products import SynthProduct, product_png_bytes, sample_product
 from reliable_ad.synthad.scenes import SCENE_SIZES, Scene, render_scene
-from reliable_ad.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -182,8 +183,6 @@ def write_synthad_dataset(out_dir: str | os.PathLike, n: int, *, seed: int = 0, 
     settings = {"n": n, "seed": seed, "size": size, "class_shares": _check_shares(class_shares),
                 "scenes_per_product": scenes_per_product, "image_scale": image_scale, "maps": maps}
     _check_stream(n, seed, size, scenes_per_product)
-    if maps:  # the modality cache's own layout; imported here because its package loads torch
-        from reliable_ad.modalities.cache import CACHE_DIR, META_FILE, map_path
     labels, captions, records = [], {}, []
     product = None
     for p, k, label in _plan(n, seed, class_shares, scenes_per_product):

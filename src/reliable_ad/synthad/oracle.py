@@ -1,4 +1,4 @@
-"""The SynthAd oracle: a rule-based inspector that plays the paper's human reviewer (SPEC §1, §6)
+"""The SynthAd oracle: a rule-based inspector that plays the paper's human reviewer (docs/method.md §1, §6)
 on any image of the SynthAd world, rendered or generated, given where the product is and its caption.
 
 Rules, each a severity z (z >= 1 means the rule is broken):

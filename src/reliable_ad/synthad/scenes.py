@@ -1,6 +1,6 @@
 """SynthAd scenes: an advertising image of a procedural product, rendered from prompt attributes
 (wall colour, surface material, clutter level) with a visible support and scale references, and
-with at most one injected defect of the paper's failure classes (SPEC §1).
+with at most one injected defect of the paper's failure classes (docs/method.md §1).
 
     product = sample_product(7)
     scene = render_scene(product, SceneAttributes("beige", "wooden", "low"), defect="Space Mismatch", seed=3)

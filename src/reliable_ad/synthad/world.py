@@ -24,7 +24,7 @@ SIZE_CLASS_HEIGHTS_M: dict[str, tuple[float, float]] = {
     "large": (0.50, 2.00),
 }
 
-# The wall colours of the authors' preset (SPEC §2), as RGB.
+# The wall colours of the authors' preset (docs/method.md §2), as RGB.
 WALL_COLORS: dict[str, RGB] = {
     "light pea green": (200, 222, 168),
     "light yellow": (250, 240, 175),

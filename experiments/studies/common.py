@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from reliable_ad.synthad.products import SynthProduct, sample_product
+from reliable_ad.synthad.generated import (ProductItem, label_generated, make_products,  # noqa: F401 - re-exported
+                                           prepared, shared_oracle, sub_seed)
 from reliable_ad.synthad.world import WALL_COLORS, nearest_wall_color
 
 PROMPT_PRESET = "synthad"  # the generation prompt preset whose format the SynthAd generator learnt
@@ -68,14 +69,6 @@ class ExperimentContext:
                 "device": self.device, "num_inference_steps": self.num_inference_steps}
 
 
-def sub_seed(*keys: int | str) -> int:
-    """A 63-bit seed from any tuple of ints and strings (so each study, product and attempt differs)."""
-    import hashlib
-
-    digest = hashlib.sha256("/".join(str(k) for k in keys).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
-
-
 def image_seed(ctx: ExperimentContext, product_key: str, attempt: int, salt: str = "") -> int:
     """The noise seed of one image: depends on (ctx.seed, product, attempt, salt) only."""
     from reliable_ad.generation.seeds import derive_seed
@@ -88,30 +81,8 @@ def image_seed(ctx: ExperimentContext, product_key: str, attempt: int, salt: str
 # ----------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, eq=False)
-class ProductItem:
-    """One SynthAd product as the studies use it: ``key`` (unique in a run), ``rgba`` (H, W, 4) uint8
-    cut-out, ``caption`` ("a large red suitcase") and the SynthProduct itself."""
-
-    key: str
-    product: SynthProduct
-
-    @property
-    def rgba(self) -> np.ndarray:
-        return self.product.rgba
-
-    @property
-    def caption(self) -> str:
-        return self.product.caption
-
-
-def make_products(n: int, seed: int, *, prefix: str = "p") -> list[ProductItem]:
-    """``n`` fresh SynthAd products, deterministic in (seed, index); keys ``<prefix><seed>-<index>``.
-    Different seeds give disjoint product streams (use one seed per split)."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"n={n!r} must be an int >= 0")
-    return [ProductItem(f"{prefix}{seed}-{i:05d}", sample_product(np.random.default_rng([seed, i, 0x5A])))
-            for i in range(n)]
+# ProductItem, make_products and sub_seed are reliable_ad.synthad.generated's (imported above): the
+# `reliable-ad synthad generated` command keys its products and seeds the same way.
 
 
 @functools.lru_cache(maxsize=4)
@@ -135,23 +106,9 @@ def synthad_prompt(seed: int, **slot_values: str):
 
 @functools.lru_cache(maxsize=4)
 def _generator(model: str, device: str, steps: int):
-    from pathlib import Path
+    from reliable_ad.cli.synthad import load_generator
 
-    from reliable_ad.generation.config import ModelConfig, SamplingConfig
-    from reliable_ad.generation.generator import AdGenerator
-    from reliable_ad.generation.models import MODEL_PRESETS
-
-    sampling = SamplingConfig(num_inference_steps=steps, batch_size=8)
-    folder = Path(model).expanduser()
-    if model not in MODEL_PRESETS and (folder / "base").is_dir() and (folder / "controlnet").is_dir():
-        config = ModelConfig(model=str(folder / "base"), controlnet=str(folder / "controlnet"), device=device,
-                             safety_checker=False)
-    else:
-        config = ModelConfig(model=model, device=device, safety_checker=False)
-    generator = AdGenerator.from_config(config, sampling)
-    if model not in MODEL_PRESETS:  # a checkpoint's own size, not SD1.5's 512 (unet latents x VAE factor)
-        generator.sampling.size = int(generator.pipe.unet.config.sample_size) * int(generator.pipe.vae_scale_factor)
-    return generator
+    return load_generator(model, device=device, steps=steps, batch_size=8)
 
 
 def load_generator(ctx: ExperimentContext):
@@ -162,17 +119,10 @@ def load_generator(ctx: ExperimentContext):
     return _generator(ctx.model, ctx.device, ctx.num_inference_steps)
 
 
-@functools.lru_cache(maxsize=256)
-def _prepared(product: SynthProduct, size: int, image_scale: float):
-    from reliable_ad.data.product import prepare_product
-
-    return prepare_product(product.to_product(), size, image_scale)
-
-
 def prepare(item: ProductItem, size: int, image_scale: float | None = None):
     """The PreparedProduct of ``item`` on a ``size`` canvas (image_scale: the synthad preset's)."""
     scale = prompt_preset().image_scale if image_scale is None else float(image_scale)
-    return _prepared(item.product, int(size), scale)  # SynthProduct hashes by identity
+    return prepared(item, size, scale)  # cached there: a SynthProduct hashes by identity
 
 
 def generate(ctx: ExperimentContext, items: Sequence[ProductItem], prompts: Sequence[Any], seeds: Sequence[int],
@@ -191,20 +141,17 @@ def generate(ctx: ExperimentContext, items: Sequence[ProductItem], prompts: Sequ
     return [g.image for g in gen.generate(jobs)]
 
 
-@functools.lru_cache(maxsize=1)
 def oracle():
     """The shared OracleInspector (it caches where each product was found)."""
-    from reliable_ad.synthad.oracle import OracleInspector
-
-    return OracleInspector()
+    return shared_oracle()
 
 
 def judge_oracle(items: Sequence[ProductItem], images: Sequence[np.ndarray], *, size: int | None = None,
                  image_scale: float | None = None) -> list:
     """The oracle's verdicts (OracleVerdict: .label, .p_available, .reasons, .measurements) on
     generated images of ``items``; the product's placement is the known one (``prepare``)."""
-    masks = [prepare(item, size or img.shape[0], image_scale).alpha for item, img in zip(items, images)]
-    return oracle().inspect([it.rgba for it in items], list(images), [it.caption for it in items], masks=masks)
+    scale = prompt_preset().image_scale if image_scale is None else float(image_scale)
+    return label_generated(items, images, image_scale=scale, size=size, oracle=oracle())
 
 
 @functools.lru_cache(maxsize=2)

@@ -88,7 +88,7 @@ def render_report(header: Mapping[str, Any], studies: Mapping[str, Mapping[str, 
     ``studies``: name -> {"status", "result" (for ok), "error" (otherwise), "cached"}.
     ``figure_links``: name -> figure paths relative to the report."""
     out = [f"# SynthAd experiments{' (quick)' if header.get('quick') else ''}", "",
-           "The paper's claims (SPEC §3-§5) measured on SynthAd, a procedural world whose rule-based oracle "
+           "The paper's claims (docs/method.md §3-§5) measured on SynthAd, a procedural world whose rule-based oracle "
            "plays the human annotators (`reliable_ad.synthad`). Everything below was computed by one command; "
            "numbers are reported as they came out.", "",
            f"- command: `{header['command']}`",

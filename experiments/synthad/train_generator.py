@@ -1,6 +1,6 @@
 """Train the SynthAd generator: SD1.5-shaped diffusers components at toy size, trained on SynthAd scenes.
 
-    python -m reliable_ad.synthad.train_generator --out runs/synthad-generator [--install]
+    python -m experiments.synthad.train_generator --out runs/synthad-generator [--install]
 
 The generator is what `--model synthad` loads: a diffusers base-model folder (VAE, CLIP text encoder
 and tokenizer, 4-channel UNet, DDIM scheduler) and a ControlNet folder, used through the same
@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from reliable_ad.synthad.packaged import WEIGHTS_DIR
+from experiments.synthad import WEIGHTS_DIR
 from reliable_ad.core.io import atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ CLIP_SKIP = 2  # A1111 convention, as SamplingConfig's default: what inference w
 GENERATOR_SHARES = {"Available": 0.5, "Space Mismatch": 0.125, "Size Mismatch": 0.125,
                     "Indistinctiveness": 0.125, "Shape Hallucination": 0.125}
 PACKAGED = WEIGHTS_DIR / "generator"
+MODULE = "experiments.synthad.train_generator"  # run as python -m MODULE from the repository root
 
 
 @dataclass
@@ -410,7 +411,7 @@ def install(out: str | Path, target: Path = PACKAGED) -> Path:
     out = Path(out)
     for name in ("base", "controlnet"):
         if not (out / name).is_dir():
-            raise FileNotFoundError(f"{out / name} is missing; train first: python -m {__name__} --out {out}")
+            raise FileNotFoundError(f"{out / name} is missing; train first: python -m {MODULE} --out {out}")
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -424,7 +425,7 @@ def install(out: str | Path, target: Path = PACKAGED) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog=f"python -m {__name__}",
+        prog=f"python -m {MODULE}",
         description="Train the SynthAd generator (`--model synthad`) on procedural SynthAd scenes, judge a "
                     "sample with the oracle inspector, and optionally install it into the package.",
     )

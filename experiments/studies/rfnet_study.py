@@ -1,4 +1,4 @@
-"""Study 1 (SPEC §3): does RFNet's multimodal input beat a generated-image-only classifier, and what
+"""Study 1 (docs/method.md §3): does RFNet's multimodal input beat a generated-image-only classifier, and what
 does each modality add? Measured on SynthAd at laptop scale, the oracle playing the annotators.
 
 1. Generate images with ``ctx.model`` for fresh SynthAd products (several prompts and seeds each)
@@ -19,7 +19,6 @@ does each modality add? Measured on SynthAd at laptop scale, the oracle playing 
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import math
@@ -28,11 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from experiments.studies import common
+from experiments.studies.common import ExperimentContext
+from reliable_ad.core.io import atomic_write_json, read_jsonl
 from reliable_ad.core.labels import CLASS_NAMES
-from reliable_ad.synthad.experiments import common
-from reliable_ad.synthad.experiments.common import ExperimentContext
-from reliable_ad.synthad.products import write_product_png
-from reliable_ad.core.io import append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +54,7 @@ VARIANTS: dict[str, tuple[str, dict[str, Any], float | None]] = {
     "scratch": ("RFNet from random weights", {}, None),
 }
 FROM_SCRATCH = ("scratch",)  # variants that do not start from ctx.rfnet's weights
-PAPER_PRF = {  # SPEC §3 (notes): P, R, F1, AP on Available
+PAPER_PRF = {  # docs/method.md §3: P, R, F1, AP on Available
     "rfnet": (86.45, 85.23, 85.83, 87.58),
     "generated_only": (74.87, 73.66, 74.26, 77.29),
 }
@@ -69,47 +67,16 @@ MIN_SPLIT_PRODUCTS = {True: 1, False: 10}  # each of train/val/test needs this m
 # ----------------------------------------------------------------------------------------------
 
 
-def _png(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
 def build_labelled_set(ctx: ExperimentContext, root: Path, products: int, per_product: int,
                        chunk: int = 32) -> dict[str, Any]:
     """Generate ``products`` x ``per_product`` images into ``root`` (RF1M layout) and label them with
-    the oracle. Resumable: images already recorded in records.jsonl are not made again; labels.txt
+    the oracle, as `reliable-ad synthad generated` does (its `generate_labelled_set`) with ``ctx``'s
+    generator. Resumable: images already recorded in records.jsonl are not made again; labels.txt
     is written last, so a folder with one is complete."""
-    items = common.make_products(products, ctx.seed, prefix="rf")
-    done = {r["image"] for r in read_jsonl(root / "records.jsonl", repair=True)}
-    todo = [(item, k) for item in items for k in range(per_product) if f"images/{item.key}_{k}.png" not in done]
-    for item in items:
-        path = root / "products" / f"{item.key}.png"
-        if not path.is_file():
-            write_product_png(item.product, path)
-    generator = common.load_generator(ctx) if todo else None
-    for start in range(0, len(todo), chunk):
-        part = todo[start:start + chunk]
-        prompts = [common.synthad_prompt(common.sub_seed(ctx.seed, "rfnet-prompt", it.key, k)) for it, k in part]
-        seeds = [common.image_seed(ctx, it.key, k, salt="rfnet/") for it, k in part]
-        its = [it for it, _ in part]
-        images = common.generate(ctx, its, prompts, seeds, generator=generator)
-        verdicts = common.judge_oracle(its, images)
-        for (item, k), prompt, seed, image, verdict in zip(part, prompts, seeds, images, verdicts):
-            name = f"images/{item.key}_{k}.png"
-            atomic_write_bytes(root / name, _png(image))
-            append_jsonl(root / "records.jsonl", {
-                "image": name, "product_id": item.key, "caption": item.caption, "prompt": prompt.prompt,
-                "slots": prompt.slot_values, "seed": seed, "label": verdict.label,
-                "p_available": round(verdict.p_available, 6), "reasons": list(verdict.reasons)})
-        logger.info("rfnet study: %d/%d images generated and judged", min(start + chunk, len(todo)), len(todo))
-    records = read_jsonl(root / "records.jsonl")
-    atomic_write_json(root / "captions.json", {it.key: it.caption for it in items})
-    atomic_write_text(root / "labels.txt", "".join(f"{r['image']}\t{r['label']}\n" for r in records))
-    counts = {name: sum(r["label"] == name for r in records) for name in CLASS_NAMES}
-    return {"images": len(records), "products": len(items), "per_class": counts}
+    from reliable_ad.cli.synthad import generate_labelled_set
+
+    return generate_labelled_set(root, products, per_product, seed=ctx.seed,
+                                 generator=lambda: common.load_generator(ctx), chunk=chunk)
 
 
 def choose_split_seed(root: Path, fractions, seed: int, minimum: int) -> int:
@@ -181,7 +148,8 @@ def init_variant(ctx: ExperimentContext, folder: Path, name: str, spec) -> dict[
 
 
 def train_config(ctx: ExperimentContext, data: Path, init: Path, spec, split_seed: int):
-    from reliable_ad.rfnet.train_config import DataConfig, DataSource, ModelSection, OptimConfig, TrainConfig
+    from reliable_ad.rfnet.train_config import (DataConfig, DataSource, ModelSection, OptimConfig, RuntimeConfig,
+                                                TrainConfig)
 
     size = SIZES[ctx.quick]
     epochs = size["epochs"]
@@ -189,11 +157,12 @@ def train_config(ctx: ExperimentContext, data: Path, init: Path, spec, split_see
         data=DataConfig(sources=[DataSource(str(data), kind="rf1m")], split_fractions=size["fractions"],
                         split_seed=split_seed),
         model=ModelSection(source=str(init), depth=spec.depth, salience=spec.salience, map_size=spec.size),
-        # the paper's schedule shape: lr / 10 for the second half
-        optim=OptimConfig(epochs=epochs, lr=size["lr"], lr_milestones=[max(1, epochs // 2 + epochs % 2)],
+        # the paper's schedule shape: learning rate / 10 for the second half
+        optim=OptimConfig(epochs=epochs, learning_rate=size["lr"], lr_milestones=[max(1, epochs // 2 + epochs % 2)],
                           batch_size=size["batch_size"]),
-        device="cpu" if ctx.device == "cpu" else "auto", num_workers=0, eval_every_epoch=False,
-        checkpoint_every=10**6, keep_checkpoints=1, log_every=10**6, seed=ctx.seed)
+        runtime=RuntimeConfig(seed=ctx.seed, device="cpu" if ctx.device == "cpu" else "auto", checkpoint_every=10**6,
+                              keep_checkpoints=1, log_every=10**6, tensorboard=False),
+        num_workers=0, eval_every_epoch=False)
 
 
 def _summary(metrics: dict[str, Any]) -> dict[str, Any]:

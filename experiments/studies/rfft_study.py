@@ -1,4 +1,4 @@
-"""RFFT on SynthAd (SPEC §5): the same generator fine-tuned under each objective (ReFL = feedback only,
+"""RFFT on SynthAd (docs/method.md §5): the same generator fine-tuned under each objective (ReFL = feedback only,
 a KL-style penalty, the Consistent Condition at several β), with the ctx RFNet as the reward, the same
 products, seeds and budget, then judged on held-out products x prompts x seeds against the original
 model: available rate (RFNet and oracle), wall-colour adherence, background diversity across seeds, and
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reliable_ad.synthad.experiments.common import (
+from experiments.studies.common import (
     WALL_COLOR_NAMES,
     ExperimentContext,
     generate,
@@ -40,7 +40,7 @@ from reliable_ad.synthad.experiments.common import (
     table,
     wall_color_of_background,
 )
-from reliable_ad.synthad.experiments.recurrent_study import torch_threads
+from experiments.studies.recurrent_study import torch_threads
 from reliable_ad.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 AVAILABLE = "Available"

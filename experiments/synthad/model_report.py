@@ -1,7 +1,7 @@
 """How good the SynthAd models are, on fresh rendered scenes (other seeds than any training data):
 the "synthad" estimators against the renderer's true maps and a trivial baseline (the training set's
 mean map), and the "synthad" RFNet against the injected labels and the OracleInspector's verdicts.
-Written by `synthad.train_rfnet` as report.json, installed beside the weights.
+Written by `experiments.synthad.train_rfnet` as report.json, installed beside the weights.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def estimator_quality(estimators: dict[str, Any], images, true_depth, true_salie
                       prior_salience) -> dict[str, float]:
     """Mean depth r and salience IoU of the estimators on ``images`` (uint8 (N, 3, S, S)), and of the
     priors ((1, S, S) mean maps of the training set, the same map for every image) as the baseline."""
-    from reliable_ad.synthad.estimators import depth_correlation, predict_maps, salience_iou
+    from reliable_ad.modalities.synthad_estimators import depth_correlation, predict_maps, salience_iou
 
     n = images.shape[0]
     depth = depth_correlation(predict_maps(estimators["depth"], images), true_depth)
@@ -71,7 +71,7 @@ def write_report(out: Path, model_folder: Path, fresh: tuple, priors: tuple, est
     from PIL import Image
 
     from reliable_ad.evaluation import evaluate
-    from reliable_ad.synthad.packaged import REPORT_FILE
+    from experiments.synthad import REPORT_FILE
     from reliable_ad.core.io import atomic_write_json
 
     samples, images, true_depth, true_salience = fresh

@@ -1,18 +1,18 @@
-"""Train the SynthAd models that ship with the package, end to end (SPEC §3 on SynthAd): the "synthad"
-depth and salience estimators and the "synthad" RFNet that judges `reliable-ad run --model synthad`.
+"""Train the SynthAd models that ship with the package, end to end (docs/method.md §3 on SynthAd): the
+"synthad" depth and salience estimators and the "synthad" RFNet that judges `reliable-ad run --model synthad`.
 
 1. data: SynthAd scenes in the RF1M layout (half Available, the rest split over the four defects,
    products placed as the synthad generator preset places them, image_scale 0.35): one set with the
    renderer's true maps to fit the estimators, one to train RFNet, and a fresh one (other seeds)
    for the report.
-2. estimators: the small DPT (depth) and SegFormer (salience) of `synthad.estimators`, fit to the
-   true maps.
+2. estimators: the small DPT (depth) and SegFormer (salience) of `modalities.synthad_estimators`, fit
+   to the true maps (`experiments.synthad.estimators`).
 3. maps: those estimators' maps of every RFNet image (and of every --extra-data image) into the
    folders' modality cache. RFNet never sees a true map: inference never has one.
 4. rfnet: RFNet (`rfnet_architecture`) trained by `reliable_ad.rfnet.train`; its modalities.json
    names depth "synthad" and salience "synthad".
 5. report: on the fresh scenes, depth correlation and salience IoU against the true maps, RFNet's
-   accuracy and Available AP, and its agreement with the OracleInspector (`synthad.model_report`).
+   accuracy and Available AP, and its agreement with the OracleInspector (`experiments.synthad.model_report`).
 6. --install: copy the three models into reliable_ad/synthad/weights/ (report.json beside the RFNet).
 
 Layout of ``--out``: settings.json (the resolved settings), data/{estimators,rfnet,fresh}/ (RF1M
@@ -29,8 +29,8 @@ swing with their load): data 2.1 min (8,500 scenes), depth estimator 1.8 min, sa
 Quality on 490 fresh scenes: depth r 0.967 (mean-map baseline 0.921), salience IoU 0.851 (0.616),
 RFNet accuracy 0.945, Available AP 0.987, agreement with the oracle 0.945.
 
-    python -m reliable_ad.synthad.train_rfnet --out runs/synthad --install
-    python -m reliable_ad.synthad.train_rfnet --out runs/synthad2 --extra-data runs/labelled_generations
+    python -m experiments.synthad.train_rfnet --out runs/synthad --install
+    python -m experiments.synthad.train_rfnet --out runs/synthad2 --extra-data runs/labelled_generations
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger("reliable_ad.synthad.train_rfnet")
+logger = logging.getLogger("experiments.synthad.train_rfnet")
 
 SYNTHAD = "synthad"  # the estimators' and the RFNet's registry name
 IMAGE_SCALE = 0.35  # the synthad generator preset's prepare_product image_scale
@@ -123,7 +123,7 @@ def read_scenes(root: Path):
     import torch
     from PIL import Image
 
-    from reliable_ad.modalities.cache import map_path
+    from reliable_ad.data.maps import map_path
     from reliable_ad.data.readers import read_rf1m
 
     samples, problems = read_rf1m(root)
@@ -139,7 +139,8 @@ def read_scenes(root: Path):
 def train_estimators(out: Path, data: Path, settings: Settings, seconds: dict[str, float]) -> dict[str, Any]:
     """The depth and salience estimators, fit to ``data``'s true maps (or loaded when saved before)."""
     from reliable_ad.modalities import TransformersDepth, TransformersSalience
-    from reliable_ad.synthad.estimators import build_untrained, fit_estimator
+    from experiments.synthad.estimators import fit_estimator
+    from reliable_ad.modalities.synthad_estimators import build_untrained
 
     loaders = {"depth": TransformersDepth, "salience": TransformersSalience}
     estimators: dict[str, Any] = {}
@@ -180,7 +181,7 @@ def estimators_fingerprint(out: Path) -> str:
 def mirror_folder(source: Path, dest: Path) -> Path:
     """``dest`` shows ``source``'s files (symlinks; copies where links fail) except its modalities/, so the
     synthad maps get their own cache and the user's folder is never written to."""
-    from reliable_ad.modalities.cache import CACHE_DIR
+    from reliable_ad.data.maps import CACHE_DIR
 
     if not source.is_dir():
         raise FileNotFoundError(f"--extra-data {str(source)!r} is not a folder; pass an RF1M-layout folder")
@@ -226,8 +227,9 @@ def compute_maps(out: Path, folders: list[Path], estimators: dict[str, Any], *, 
 
 def train_config(out: Path, sources: list[Path], settings: Settings):
     """The TrainConfig of the synthad RFNet over ``sources`` (validation = 10% of the products)."""
-    from reliable_ad.rfnet.train_config import DataConfig, DataSource, ModelSection, OptimConfig, TrainConfig
     from reliable_ad.core.io import atomic_write_text
+    from reliable_ad.rfnet.train_config import (DataConfig, DataSource, ModelSection, OptimConfig, RuntimeConfig,
+                                                TrainConfig)
 
     arch = out / "rfnet_architecture.json"
     atomic_write_text(arch, rfnet_architecture().to_json() + "\n")
@@ -236,9 +238,10 @@ def train_config(out: Path, sources: list[Path], settings: Settings):
         data=DataConfig(sources=[DataSource(str(s), kind="rf1m") for s in sources], split_fractions=(0.9, 0.1, 0.0),
                         split_seed=settings.seed),
         model=ModelSection(source=str(arch), load_pretrained=False, depth=SYNTHAD, salience=SYNTHAD, map_size=64),
-        optim=OptimConfig(epochs=epochs, lr=settings.rfnet_lr, lr_milestones=[max(1, math.ceil(0.7 * epochs))],
-                          batch_size=settings.rfnet_batch_size),
-        device="cpu", num_workers=0, checkpoint_every=200, keep_checkpoints=1, log_every=20, seed=settings.seed,
+        optim=OptimConfig(epochs=epochs, learning_rate=settings.rfnet_lr,
+                          lr_milestones=[max(1, math.ceil(0.7 * epochs))], batch_size=settings.rfnet_batch_size),
+        runtime=RuntimeConfig(seed=settings.seed, device="cpu", checkpoint_every=200, keep_checkpoints=1, log_every=20),
+        num_workers=0,
     )
 
 
@@ -257,7 +260,7 @@ def train_rfnet(out: Path, sources: list[Path], settings: Settings, *, progress:
 
 def report(out: Path, model: Path, folders: dict[str, Path], estimators: dict[str, Any], **kw) -> dict[str, Any]:
     """`model_report.write_report` on the fresh scenes, the estimators' training maps as the baseline."""
-    from reliable_ad.synthad.model_report import write_report
+    from experiments.synthad.model_report import write_report
 
     _, _, depth, salience = read_scenes(folders["estimators"])
     return write_report(out, model, read_scenes(folders["fresh"]), (depth.mean(0), salience.mean(0)), estimators, **kw)
@@ -268,7 +271,7 @@ def report(out: Path, model: Path, folders: dict[str, Path], estimators: dict[st
 
 def install(out: Path, dest: Path | None = None) -> Path:
     """Copy the run's estimators and RFNet (with report.json) into ``dest`` (default: the package's weights)."""
-    from reliable_ad.synthad.packaged import REPORT_FILE, WEIGHTS_DIR
+    from experiments.synthad import REPORT_FILE, WEIGHTS_DIR
 
     dest = Path(dest) if dest is not None else WEIGHTS_DIR
     parts = {"depth": out / "estimators" / "depth", "salience": out / "estimators" / "salience",
@@ -289,7 +292,7 @@ def install(out: Path, dest: Path | None = None) -> Path:
 
 def _copy_readable(source: Path, dest: Path, report: Path | None) -> None:
     """Copy ``source`` (and ``report`` into it) with world-readable files: some writers create 0600 files."""
-    from reliable_ad.synthad.packaged import REPORT_FILE
+    from experiments.synthad import REPORT_FILE
 
     shutil.copytree(source, dest, ignore=shutil.ignore_patterns(".*"))
     if report is not None:
@@ -348,7 +351,7 @@ def run(out: str | os.PathLike, settings: Settings = Settings(), *, extra_data: 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m reliable_ad.synthad.train_rfnet",
+        prog="python -m experiments.synthad.train_rfnet",
         description="Train the SynthAd depth and salience estimators and the SynthAd RFNet end to end (make "
                     "data, fit the estimators to the renderer's true maps, cache their maps, train RFNet on them, "
                     "report on fresh scenes), and optionally install them into the package as the 'synthad' models.",

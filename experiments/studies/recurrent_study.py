@@ -1,4 +1,4 @@
-"""Recurrent Generation on SynthAd (SPEC §4, supplemental Algorithm 1): how the share of products with a
+"""Recurrent Generation on SynthAd (docs/method.md §4, supplemental Algorithm 1): how the share of products with a
 usable ad grows with the attempt budget k = 1..K, by RFNet's verdict and by the oracle's, under the
 paper's retries (fresh noise) and under defect-aware retries (`reliable_ad.recurrent.policies`).
 
@@ -24,7 +24,7 @@ import numpy as np
 from reliable_ad.recurrent.config import RETRY_POLICIES, RecurrentConfig
 from reliable_ad.recurrent.loop import make_acceptor, recurrent_generation
 from reliable_ad.recurrent.policies import plan_attempt
-from reliable_ad.synthad.experiments.common import (
+from experiments.studies.common import (
     ExperimentContext,
     Stopwatch,
     load_generator,
