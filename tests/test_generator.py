@@ -183,15 +183,17 @@ def test_lora_load_fuse_changes_output_and_round_trips(tiny_checkpoint, tmp_path
 
 
 def test_model_source_errors_name_the_value(tmp_path):
-    from reliable_ad.generation.models import check_source
+    from reliable_ad.generation.models import resolve_model, source_form
 
-    with pytest.raises(ValueError, match="not-a-model"):
-        check_source("not-a-model", "model")
+    with pytest.raises(ValueError, match=r"unknown model 'not-a-model'.*Registered model names: tiny"):
+        resolve_model(ModelConfig(model="not-a-model"))
+    with pytest.raises(ValueError, match="controlnet 'not-a-model'"):
+        source_form("not-a-model", "controlnet")
     bad = tmp_path / "weights.txt"
     bad.write_text("x")
-    with pytest.raises(ValueError, match="weights.txt"):
-        check_source(str(bad), "model")
-    assert check_source("stable-diffusion-v1-5/stable-diffusion-v1-5", "model") == "hub"
+    with pytest.raises(ValueError, match=r"weights.txt' is a file, but .*\.safetensors"):
+        source_form(str(bad), "model")
+    assert source_form("stable-diffusion-v1-5/stable-diffusion-v1-5", "model") == "hub"
     with pytest.raises(ValueError, match="ControlNet must be given"):
         load_pipeline(ModelConfig(model=str(tmp_path)))
 

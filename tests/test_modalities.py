@@ -198,7 +198,7 @@ def test_registry_names_and_builds():
 
 
 def test_registry_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"'no-such-model'.*dpt-hybrid.*hub id or a local model folder"):
+    with pytest.raises(ValueError, match=r"'no-such-model'.*dpt-hybrid.*existing folder or a hub id"):
         build_depth("no-such-model")
     with pytest.raises(ValueError, match=r"fine-grained.*\.onnx"):
         build_salience("no-such-model")
@@ -225,7 +225,7 @@ def test_missing_u2netp_says_how_to_install(monkeypatch):
 
 
 def test_auto_falls_back_to_fine_grained_and_warns_once(monkeypatch, caplog):
-    monkeypatch.setattr(registry, "find_u2netp", lambda: None)
+    monkeypatch.setattr("reliable_ad.modalities.salience.find_u2netp", lambda: None)
     monkeypatch.setattr(registry, "_warned_auto_fallback", False)
     with caplog.at_level(logging.WARNING, logger=registry.__name__):
         first, second = build_salience("auto", size=SIZE), build_salience("auto", size=SIZE)

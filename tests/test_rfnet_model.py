@@ -22,7 +22,7 @@ from reliable_ad.rfnet import (
     save_pretrained,
 )
 from reliable_ad.rfnet.config import IMAGE_ENCODER_TYPES, MODALITIES, FusionConfig, ModalityConfig
-from reliable_ad.rfnet.encoders import IMAGE_BACKBONES
+from reliable_ad.core.registry import list_names
 from reliable_ad.rfnet.presets import PRESETS
 
 CAPTIONS = ["红色手机壳 new 2024", "wooden table lamp", "按摩椅", "cup"]  # different lengths: padding matters
@@ -183,7 +183,7 @@ def test_loading_an_incompatible_folder_fails_clearly(tiny, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 8}))
     with pytest.raises(ValueError, match="model_type='bert'"):
         RFNet.from_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="neither a folder nor a hub id"):
+    with pytest.raises(ValueError, match=r"unknown saved RFNet '.*path': tried .*folder.*hub id"):
         RFNet.from_pretrained(str(tmp_path / "missing" / "deep" / "path"))
     # weights of another architecture under a valid header
     small = save_pretrained(model, tmp_path / "small")
@@ -236,7 +236,7 @@ def test_config_validation_names_field_and_value(make, match):
 
 
 def test_registry_covers_config_types():
-    assert set(IMAGE_BACKBONES) == set(IMAGE_ENCODER_TYPES)
+    assert set(list_names("backbone")) == set(IMAGE_ENCODER_TYPES)
 
 
 def test_same_seed_same_weights_other_seed_differs():

@@ -1,8 +1,13 @@
 """Load the generation models: base SD checkpoint + ControlNet (canny) + optional LoRA.
 
-Each can be a hub id, a local diffusers folder or a single `.safetensors`/`.ckpt` file. Named presets
-(`tiny`, `sd15`, `reliable`, ...) fill in sensible pairs; `tiny` is built locally from configs and
-then loaded from its folder through exactly the same code as a user's checkpoint.
+Each can be a hub id, a local diffusers folder or a single `.safetensors`/`.ckpt` file
+(`core.registry.resolve_source` tells which). Named presets (`tiny`, `sd15`, `reliable`, ...) fill in
+sensible pairs and are the registry's "model" kind (`reliable-ad models --kind model`); `tiny` is built
+locally from configs and then loaded from its folder through exactly the same code as a user's
+checkpoint; `synthad` loads from the packaged weights (`core.registry.packaged_folder("generator")`).
+
+torch and diffusers are imported inside the functions that load models, not at import time: this
+module registers the "model" presets, and listing the registry must not import them.
 """
 
 from __future__ import annotations
@@ -11,19 +16,19 @@ import functools
 import hashlib
 import logging
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
+from reliable_ad.core.registry import FILE, FOLDER, HUB, NAME, list_names, packaged_folder, register, resolve_source
 from reliable_ad.generation.config import ModelConfig
-from reliable_ad.synthad.packaged import WEIGHTS_DIR as PACKAGED_WEIGHTS
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".bin")
-_HUB_ID = re.compile(r"^[\w.\-]+/[\w.\-]+$")
 
 
 @dataclass(frozen=True)
@@ -36,10 +41,7 @@ class ModelPreset:
     inpaint_unet: bool = False
     prompt_preset: str | None = None  # the prompt preset the model was made for (None: any)
     rfnet: str | None = None  # the RFNet that judges this model's images by default (None: must be given)
-    packaged: bool = False  # base/controlnet are folders shipped inside the package
-
-
-SYNTHAD_WEIGHTS = PACKAGED_WEIGHTS / "generator"  # written by reliable_ad.synthad.train_generator --install
+    packaged: str | None = None  # base/controlnet are subfolders of this packaged weights folder (core.registry)
 
 
 MODEL_PRESETS: dict[str, ModelPreset] = {
@@ -51,14 +53,14 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
                     rfnet="tiny"),
         ModelPreset(
             "synthad",
-            str(SYNTHAD_WEIGHTS / "base"),
-            str(SYNTHAD_WEIGHTS / "controlnet"),
+            "base",
+            "controlnet",
             64,
             "SD-shaped toy trained on SynthAd scenes, shipped in the package (offline; makes SynthAd ads; "
             "judge them with --rfnet synthad)",
             prompt_preset="synthad",
             rfnet="synthad",
-            packaged=True,
+            packaged="generator",
         ),
         ModelPreset(
             "sd15",
@@ -81,10 +83,14 @@ MODEL_PRESETS: dict[str, ModelPreset] = {
             "ZhenbangDu/reliable_controlnet",
             512,
             "the authors' RFFT-tuned ControlNet on SD1.5 (the paper used majicMIX realistic v7 as base: "
-            "pass --base PATH to use it)",
+            "pass --model BASE --controlnet ZhenbangDu/reliable_controlnet to use it)",
         ),
     ]
 }
+for _preset in MODEL_PRESETS.values():
+    register("model", _preset.name, f"{_preset.description} [{_preset.native_size} px]", _preset,
+             packaged=_preset.packaged)
+del _preset
 
 
 @dataclass(frozen=True)
@@ -97,56 +103,48 @@ class ResolvedModel:
 
 def resolve_model(cfg: ModelConfig, *, cache_dir: str | os.PathLike | None = None) -> ResolvedModel:
     """Turn a preset name or a path/hub id into concrete base and ControlNet sources."""
-    preset = MODEL_PRESETS.get(cfg.model)
-    if preset is not None and preset.base is None:
-        from reliable_ad.generation.tiny import ensure_tiny_checkpoint
+    source = resolve_source(cfg.model, "model", suffixes=SINGLE_FILE_SUFFIXES)
+    if source.form == NAME:
+        preset: ModelPreset = source.entry.load()
+        if preset.base is None:
+            from reliable_ad.generation.tiny import ensure_tiny_checkpoint
 
-        base, controlnet = ensure_tiny_checkpoint(cache_dir, inpaint_unet=preset.inpaint_unet)
-        return ResolvedModel(preset.name, str(base), cfg.controlnet or str(controlnet), preset.native_size)
-    if preset is not None and preset.packaged:
-        for part in (preset.base, preset.controlnet):
-            if not Path(part).is_dir():
-                raise FileNotFoundError(
-                    f"model {preset.name!r}: its packaged weights {part} are missing; reinstall reliable-ad "
-                    "(pip install -e .) or retrain them: python -m reliable_ad.synthad.train_generator --out DIR --install"
-                )
-    if preset is not None:
-        return ResolvedModel(preset.name, preset.base, cfg.controlnet or preset.controlnet, preset.native_size)
-    check_source(cfg.model, "model")
+            base, controlnet = ensure_tiny_checkpoint(cache_dir, inpaint_unet=preset.inpaint_unet)
+            return ResolvedModel(preset.name, str(base), cfg.controlnet or str(controlnet), preset.native_size)
+        base, controlnet = preset.base, preset.controlnet
+        if preset.packaged:  # FileNotFoundError naming the fix when the packaged weights are absent
+            folder = packaged_folder(preset.packaged)
+            base, controlnet = str(folder / base), str(folder / controlnet)
+        return ResolvedModel(preset.name, base, cfg.controlnet or controlnet, preset.native_size)
     if not cfg.controlnet:
         raise ValueError(
-            f"model={cfg.model!r} is not a preset ({sorted(MODEL_PRESETS)}), so a ControlNet must be given: "
+            f"model={cfg.model!r} is not a preset ({list_names('model')}), so a ControlNet must be given: "
             "--controlnet HUB_ID|FOLDER|FILE (e.g. lllyasviel/control_v11p_sd15_canny)"
         )
     return ResolvedModel(None, cfg.model, cfg.controlnet, 512)
 
 
-def check_source(src: str, what: str) -> str:
-    """'file', 'folder' or 'hub'; a value that is none of these is an error naming it."""
-    p = Path(src).expanduser()
-    if p.is_file():
-        if p.suffix.lower() not in SINGLE_FILE_SUFFIXES:
-            raise ValueError(f"{what}={src!r} is a file but not a checkpoint ({SINGLE_FILE_SUFFIXES})")
-        return "file"
-    if p.is_dir():
-        return "folder"
-    if _HUB_ID.match(src) and not src.startswith((".", "/", "~")):
-        return "hub"
-    raise ValueError(f"{what}={src!r} is neither an existing file or folder nor a hub id like 'owner/name'")
+def source_form(src: str, what: str) -> str:
+    """"file", "folder" or "hub" for a checkpoint ``src`` (no preset names); errors name the value."""
+    return resolve_source(src, "model", accept=(FOLDER, HUB, FILE), suffixes=SINGLE_FILE_SUFFIXES, what=what).form
 
 
 def select_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[torch.device, torch.dtype]:
+    import torch
+
     dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
     if dtype == "auto":
         return dev, (torch.float16 if dev.type == "cuda" else torch.float32)
     return dev, {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
 
 
-def load_controlnet(src: str, *, dtype: torch.dtype = torch.float32, config: str | None = None):
+def load_controlnet(src: str, *, dtype: torch.dtype | None = None, config: str | None = None):
+    """A ControlNet from a hub id, folder or single file (``dtype`` default float32)."""
+    import torch
     from diffusers import ControlNetModel
 
-    kind = check_source(src, "controlnet")
-    if kind == "file":
+    dtype = dtype or torch.float32
+    if source_form(src, "controlnet") == FILE:
         return ControlNetModel.from_single_file(str(src), config=config, torch_dtype=dtype)
     return ControlNetModel.from_pretrained(str(src), torch_dtype=dtype)
 
@@ -161,7 +159,7 @@ def load_pipeline(cfg: ModelConfig, *, cache_dir: str | os.PathLike | None = Non
     kwargs: dict = dict(controlnet=controlnet, torch_dtype=dtype)
     if not cfg.safety_checker:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
-    if check_source(resolved.base, "model") == "file":
+    if source_form(resolved.base, "model") == FILE:
         pipe = Pipeline.from_single_file(resolved.base, config=cfg.base_config, **kwargs)
     else:
         pipe = Pipeline.from_pretrained(resolved.base, **kwargs)
@@ -193,8 +191,7 @@ def load_pipeline(cfg: ModelConfig, *, cache_dir: str | os.PathLike | None = Non
 
 def apply_lora(pipe, src: str, scale: float) -> None:
     """Load a LoRA (hub id, folder or single file) and fuse it at ``scale`` into UNet/text encoder."""
-    kind = check_source(src, "lora")
-    if kind == "file":
+    if source_form(src, "lora") == FILE:
         p = Path(src)
         pipe.load_lora_weights(str(p.parent), weight_name=p.name, adapter_name="lora")
     else:

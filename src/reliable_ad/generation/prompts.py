@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from reliable_ad.core.config import load_yaml
+from reliable_ad.core.registry import register
 
 logger = logging.getLogger(__name__)
 
@@ -361,3 +362,18 @@ def get_preset(name_or_path: str | os.PathLike, presets_file: str | os.PathLike 
     if isinstance(name_or_path, os.PathLike) or Path(key).suffix.lower() in (".yaml", ".yml", ".json"):
         raise ValueError(f"presets file {key} does not exist")
     raise ValueError(f"unknown prompt preset {key!r}; built-in presets are {sorted(builtins)}, or give a YAML/JSON file")
+
+
+# --- the registry's "prompt" kind (`reliable-ad models --kind prompt`) ----------------------------------
+
+
+def _summary(preset: PromptPreset, width: int = 80) -> str:
+    """One line: the image scale and the start of the prompt."""
+    text = " ".join(preset.prompt.split())
+    text = text if len(text) <= width else text[: width - 3].rstrip(" ,") + "..."
+    return f"image_scale {preset.image_scale}: {text}"
+
+
+for _name, _preset in _builtin().items():
+    register("prompt", _name, _summary(_preset), _preset)
+del _name, _preset

@@ -13,11 +13,6 @@ import torch
 from reliable_ad.modalities.base import DepthEstimator
 from reliable_ad.modalities.hf import TransformersEstimator, reinit_unit_gain
 
-DEPTH_ALIASES: dict[str, str] = {
-    "dpt-hybrid": "Intel/dpt-hybrid-midas",  # the paper's DPT (MiDaS 3.0 hybrid); Apache-2.0
-    "depth-anything-v2-small": "depth-anything/Depth-Anything-V2-Small-hf",  # 25M params; Apache-2.0
-}
-
 TINY_DEPTH_SIZE = 64  # the tiny DPT's input side, in pixels
 
 

@@ -7,7 +7,6 @@ salience subclasses only say which Auto class to load and how to turn the model 
 from __future__ import annotations
 
 import os
-import re
 from abc import abstractmethod
 from pathlib import Path
 
@@ -15,14 +14,6 @@ import torch
 
 from reliable_ad.modalities.base import ModalityEstimator
 from reliable_ad.modalities.preprocess import TorchPreprocess
-
-_HUB_ID = re.compile(r"^[\w.\-]+/[\w.\-]+$")
-
-
-def is_hub_id(name: str) -> bool:
-    """'owner/name' (what `from_pretrained` looks up on the hub), as opposed to a path."""
-    return bool(_HUB_ID.match(name)) and not name.startswith((".", "/", "~"))
-
 
 def reinit_unit_gain(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     """Redraw conv/linear weights at unit gain (biases ~N(0, 0.1)) from `seed`, in place.

@@ -18,7 +18,7 @@ _EXPORTS = {
     "RFNetConfig": "config",
     "TextEncoderConfig": "config",
     "FeatureFilterModule": "ffm",
-    "IMAGE_BACKBONES": "encoders",
+    "image_backbone_spec": "encoders",
     "RFNet": "model",
     "RFNetProcessor": "processor",
     "build_tiny_tokenizer": "processor",

@@ -1,4 +1,5 @@
-"""RFNet's encoders (SPEC §3): image backbones chosen by name from a small registry, the caption encoder.
+"""RFNet's encoders (docs/method.md §3): image backbones chosen by name (the registry's "backbone" kind,
+registered in presets.py), the caption encoder.
 
 Image encoders turn images in [0, 1] into tokens of width d: a transformers backbone gives a feature
 map (ResNet: (B, C, h, w)) or tokens (ViT: its last hidden state), a linear projection (a 1x1 conv)
@@ -18,6 +19,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from reliable_ad.core.registry import get_entry
 from reliable_ad.rfnet.config import ImageEncoderConfig, TextEncoderConfig
 
 # Keys of a transformers config that describe a checkpoint's history, not the architecture.
@@ -89,11 +91,11 @@ def _vit_features(backbone: nn.Module, pixels: torch.Tensor) -> torch.Tensor:
     return backbone(pixel_values=pixels, interpolate_pos_encoding=True).last_hidden_state
 
 
-def _resnet_spec() -> ImageBackboneSpec:
+def resnet_spec() -> ImageBackboneSpec:
     return ImageBackboneSpec("resnet", _resnet_build, _resnet_load, _resnet_features, _last_hidden_size, grid=True)
 
 
-def _vit_spec() -> ImageBackboneSpec:
+def vit_spec() -> ImageBackboneSpec:
     return ImageBackboneSpec("vit", _vit_build, _vit_load, _vit_features, _hidden_size, grid=False)
 
 
@@ -105,13 +107,10 @@ def _hidden_size(config) -> int:
     return config.hidden_size
 
 
-IMAGE_BACKBONES: dict[str, Callable[[], ImageBackboneSpec]] = {"resnet": _resnet_spec, "vit": _vit_spec}
-
-
 def image_backbone_spec(name: str) -> ImageBackboneSpec:
-    if name not in IMAGE_BACKBONES:
-        raise ValueError(f"image encoder type {name!r} is unknown; use one of {sorted(IMAGE_BACKBONES)}")
-    return IMAGE_BACKBONES[name]()
+    """The spec of the image encoder type ``name`` (registry kind "backbone"); an unknown name is an
+    error listing the registered ones."""
+    return get_entry("backbone", name).load()()
 
 
 def fetch_pretrained(field: str, name: str, load: Callable[[str], Any]) -> Any:

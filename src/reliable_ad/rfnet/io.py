@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
 import uuid
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from reliable_ad.core.registry import FOLDER, HUB, NAME, resolve_source
 from reliable_ad.rfnet.config import RFNetConfig
 
 if TYPE_CHECKING:
@@ -27,35 +27,29 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 MODEL_TYPE = "rfnet"
 FORMAT_VERSION = 1
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def resolve_folder(name_or_path: str | os.PathLike) -> Path:
-    """A packaged model's folder ("synthad", presets.PACKAGED; the name wins over a folder of that name,
-    as preset names do); a local folder as is; a hub id ("owner/name") through ``snapshot_download``
-    (obeys HF_HUB_OFFLINE)."""
-    from reliable_ad.rfnet.presets import PACKAGED, packaged_rfnet
-
-    if str(name_or_path) in PACKAGED:
-        return packaged_rfnet(str(name_or_path))
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return path
-    if path.exists():
-        raise ValueError(f"{str(path)!r} is a file; pass the folder that holds {CONFIG_NAME} and {WEIGHTS_NAME}")
-    name = str(name_or_path)
-    if not _HUB_ID.match(name):
-        raise ValueError(f"{name!r} is neither a folder nor a hub id ('owner/name') nor a packaged model "
-                         f"{sorted(PACKAGED)}; pass a saved RFNet folder")
+    """The folder of a saved RFNet: a packaged model's ("synthad"; a registered name wins over a folder
+    of that name), a local folder as is, or a hub id ("owner/name") through ``snapshot_download``
+    (obeys HF_HUB_OFFLINE). ``core.registry.resolve_source`` tells which."""
+    source = resolve_source(name_or_path, "rfnet", accept=(NAME, FOLDER, HUB), what="saved RFNet")
+    if source.form == NAME:
+        if source.entry.packaged is None:
+            raise ValueError(f"{source.value!r} is an RFNet config preset, not a saved model; build it with "
+                             f"build_rfnet({source.value!r}) or load_rfnet({source.value!r}), or pass a saved RFNet folder")
+        return source.entry.folder()
+    if source.form == FOLDER:
+        return source.path
     from huggingface_hub import snapshot_download
 
     try:
         # + modalities.json and training.json, written beside a trained model (modality_spec.py, train.py)
         patterns = [CONFIG_NAME, WEIGHTS_NAME, "tokenizer/*", "modalities.json", "training.json"]
-        return Path(snapshot_download(repo_id=name, allow_patterns=patterns))
+        return Path(snapshot_download(repo_id=source.value, allow_patterns=patterns))
     except Exception as e:  # noqa: BLE001 - hub errors differ by version; all mean "not available"
         raise ValueError(
-            f"could not get {name!r} from the Hugging Face Hub ({type(e).__name__}: {e}); "
+            f"could not get {source.value!r} from the Hugging Face Hub ({type(e).__name__}: {e}); "
             "with HF_HUB_OFFLINE=1 it must already be in the local cache, or pass a local folder"
         ) from e
 

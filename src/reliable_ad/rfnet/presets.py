@@ -1,9 +1,14 @@
-"""RFNet and its baselines by name (SPEC §3), and the one entry point that builds or loads them.
+"""RFNet and its baselines by name (docs/method.md §3), and the one entry point that builds or loads them.
 
 "rfnet-r50" is the paper's RFNet; "baseline-resnet50" and "baseline-vit" are the paper's
 generated-image-only baselines; "tiny" is random and small, for tests and first runs. Pretrained
 weights are fetched only when a model is built (``load_pretrained=True``), never when a config is.
 Trained models that ship inside the package ("synthad", see PACKAGED) load like a saved folder.
+
+This module registers the registry's "rfnet" kind (the presets and packaged RFNets) and its
+"backbone" kind (the image encoder types `encoders.py` builds). torch is imported only when a model
+is built, so listing the registry stays light; `core.registry.resolve_source` tells a preset name
+from a config file, a saved folder and a hub id.
 """
 
 from __future__ import annotations
@@ -13,8 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
+from reliable_ad.core.registry import FILE, NAME, describe, get_entry, register, resolve_source
 from reliable_ad.rfnet.config import (
     FusionConfig,
     ImageEncoderConfig,
@@ -112,39 +116,54 @@ PRESETS: dict[str, tuple[str, Callable[[], RFNetConfig]]] = {
 }
 
 
-# Trained RFNets shipped inside the package, by name; each resolves to a saved RFNet folder (with
-# its modalities.json) wherever a folder is accepted: load_rfnet, build_rfnet, Inspector, --rfnet.
+# Trained RFNets shipped inside the package, by name: each is the packaged "rfnet" weights folder
+# (core.registry.packaged_folder), a saved RFNet with its modalities.json, and loads wherever a folder
+# is accepted: load_rfnet, build_rfnet, Inspector, --rfnet.
 PACKAGED: dict[str, str] = {
     "synthad": "trained RFNet for SynthAd images (64 px) with the 'synthad' estimators; ships with the package",
 }
+CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
+
+for _name, (_description, _factory) in PRESETS.items():
+    register("rfnet", _name, _description, _factory)
+for _name, _description in PACKAGED.items():
+    register("rfnet", _name, _description, packaged="rfnet")
+
+# The image encoder types (rfnet.config.IMAGE_ENCODER_TYPES); encoders.py builds them (torch, so by name).
+register("backbone", "resnet", "transformers ResNet: a (B, C, h, w) feature map with 2D sin-cos positions",
+         "reliable_ad.rfnet.encoders:resnet_spec")
+register("backbone", "vit", "transformers ViT: tokens with their own positions (interpolated to any size)",
+         "reliable_ad.rfnet.encoders:vit_spec")
+del _name, _description, _factory
 
 
 def packaged_rfnet(name: str) -> Path:
     """The folder of the packaged trained RFNet ``name``; FileNotFoundError when it is not installed."""
-    if name not in PACKAGED:
-        raise ValueError(f"unknown packaged RFNet {name!r}; choose one of {sorted(PACKAGED)}")
-    from reliable_ad.synthad.packaged import packaged_folder  # only when asked: it loads the SynthAd world
-
-    return packaged_folder("rfnet")
+    entry = get_entry("rfnet", name)
+    if entry.packaged is None:
+        raise ValueError(f"{name!r} is an RFNet config preset, not a packaged trained RFNet; "
+                         f"packaged ones: {sorted(PACKAGED)}")
+    return entry.folder()
 
 
 def list_presets() -> dict[str, str]:
     """Preset names (configs and packaged trained models) and one-line descriptions."""
-    return {**{name: description for name, (description, _) in PRESETS.items()}, **PACKAGED}
+    return describe("rfnet")
 
 
 def rfnet_config(name: str) -> RFNetConfig:
     """The config of preset ``name`` (a fresh object each call); a packaged model's saved config."""
-    if name in PACKAGED:
+    entry = get_entry("rfnet", name)
+    if entry.packaged is not None:
         from reliable_ad.rfnet.io import read_config
 
-        return read_config(packaged_rfnet(name))
-    if name not in PRESETS:
-        raise ValueError(f"unknown RFNet preset {name!r}; choose one of {sorted(list_presets())}")
-    return PRESETS[name][1]()
+        return read_config(entry.folder())
+    return entry.load()()
 
 
 def _build(config: RFNetConfig, load_pretrained: bool) -> RFNet:
+    import torch  # here, not at import time: this module registers names the registry lists without torch
+
     from reliable_ad.rfnet.encoders import build_image_backbone, build_text_backbone
     from reliable_ad.rfnet.model import SHARED, RFNet
 
@@ -163,18 +182,15 @@ def _build(config: RFNetConfig, load_pretrained: bool) -> RFNet:
 
 
 def _config_source(source: str | os.PathLike | RFNetConfig) -> RFNetConfig | None:
-    """The config ``source`` names (preset or config file), or None when it names a saved model
-    (a folder, a hub id or a packaged model)."""
+    """The config ``source`` names (a preset or a .json/.yaml config file), or None when it names a
+    saved model (a folder, a hub id or a packaged model); anything else is a ValueError naming it."""
     if isinstance(source, RFNetConfig):
         return source
-    name = str(source)
-    if name in PRESETS:
-        return rfnet_config(name)
-    if name in PACKAGED:
-        return None
-    path = Path(name).expanduser()
-    if path.is_file() and path.suffix.lower() in (".json", ".yaml", ".yml"):
-        return RFNetConfig.from_file(path)
+    found = resolve_source(source, "rfnet", suffixes=CONFIG_SUFFIXES)
+    if found.form == NAME:
+        return None if found.entry.packaged is not None else found.entry.load()()
+    if found.form == FILE:
+        return RFNetConfig.from_file(found.path)
     return None
 
 
