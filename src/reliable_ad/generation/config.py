@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from reliable_ad.core.config import check
+from reliable_ad.core.registry import find_entry
 
 SCHEDULERS = ("ddim", "euler_a", "dpmpp_sde_karras", "dpmpp_2m_karras", "euler", "unipc")
 DTYPES = ("auto", "fp32", "fp16", "bf16")
@@ -98,9 +99,8 @@ class GenerateConfig:
         """The prompt preset used where a product names none: `preset`, else the model preset's own."""
         if self.preset:
             return self.preset
-        from reliable_ad.generation.models import MODEL_PRESETS
-
-        model = MODEL_PRESETS.get(self.model.model)
+        entry = find_entry("model", self.model.model)  # the registry, not generation.models: no cycle
+        model = entry.load() if entry is not None else None
         return (model.prompt_preset if model else None) or DEFAULT_PROMPT_PRESET
 
     def __post_init__(self) -> None:

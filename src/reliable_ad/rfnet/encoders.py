@@ -21,6 +21,7 @@ from torch import nn
 
 from reliable_ad.core.registry import get_entry
 from reliable_ad.rfnet.config import ImageEncoderConfig, TextEncoderConfig
+from reliable_ad.rfnet.vocab import tiny_vocab
 
 # Keys of a transformers config that describe a checkpoint's history, not the architecture.
 _NOISE_KEYS = (
@@ -189,8 +190,6 @@ def text_arch(cfg: TextEncoderConfig) -> dict[str, Any]:
     if cfg.arch:
         return dict(cfg.arch)
     if cfg.name_or_path is None:
-        from reliable_ad.rfnet.processor import tiny_vocab
-
         return {**TINY_TEXT_ARCH, "vocab_size": len(tiny_vocab()), "pad_token_id": 0}
     raise ValueError(
         f"text_encoder.arch is empty, so the architecture of {cfg.name_or_path!r} is only known from its "

@@ -13,15 +13,12 @@ import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
 from reliable_ad.core.registry import FOLDER, HUB, NAME, resolve_source
 from reliable_ad.rfnet.config import RFNetConfig
 
-if TYPE_CHECKING:
-    from reliable_ad.rfnet.model import RFNet
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -107,7 +104,7 @@ def _is_replaceable(folder: Path) -> bool:
 
 
 def save_pretrained(
-    model: RFNet, folder: str | os.PathLike, processor=None, *, extra_files: dict[str, str] | None = None
+    model: torch.nn.Module, folder: str | os.PathLike, processor=None, *, extra_files: dict[str, str] | None = None
 ) -> Path:
     """Write ``model`` to ``folder``: config.json, model.safetensors and (caption on) tokenizer/.
 
@@ -116,8 +113,6 @@ def save_pretrained(
     or loaded from ``text_encoder.name_or_path``. An existing earlier save is replaced as a whole;
     a folder holding anything else is refused.
     """
-    from reliable_ad.rfnet.processor import RFNetProcessor
-
     folder = Path(folder).expanduser()
     if not _is_replaceable(folder):
         raise ValueError(
@@ -126,7 +121,7 @@ def save_pretrained(
     config: RFNetConfig = model.config
     if config.modalities.caption:
         if processor is None:
-            processor = RFNetProcessor.from_config(config)
+            processor = model.default_processor()
         if processor.tokenizer is None:
             raise ValueError("the model reads captions but processor has no tokenizer; pass RFNetProcessor.from_config")
         if len(processor.tokenizer) > model.text_encoder.vocab_size:
@@ -185,20 +180,16 @@ def _check_state(model: torch.nn.Module, state: dict[str, torch.Tensor], where: 
         )
 
 
-def load_model(name_or_path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> RFNet:
-    """An RFNet from a saved folder or hub id, in eval mode, on ``map_location``."""
+def read_weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The state dict of a saved RFNet folder (``model.safetensors``)."""
     from safetensors.torch import load_file
 
-    from reliable_ad.rfnet.model import RFNet
-
-    folder = resolve_folder(name_or_path)
-    config = read_config(folder)
     weights = folder / WEIGHTS_NAME
     if not weights.is_file():
         raise ValueError(f"{str(folder)!r} has {CONFIG_NAME} but no {WEIGHTS_NAME}; re-save the model")
-    with torch.random.fork_rng(devices=[]):  # the throw-away random init leaves the caller's RNG alone
-        model = RFNet(config)
-    state = load_file(str(weights))
-    _check_state(model, state, weights)
-    model.load_state_dict(state, strict=True)
-    return model.to(map_location).eval()
+    return load_file(str(weights))
+
+
+def check_state(model: torch.nn.Module, state: dict[str, torch.Tensor], folder: Path) -> None:
+    """Refuse a state dict that does not fit ``model`` (missing, unexpected or misshapen tensors)."""
+    _check_state(model, state, folder / WEIGHTS_NAME)

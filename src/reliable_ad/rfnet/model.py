@@ -26,7 +26,9 @@ from reliable_ad.rfnet.encoders import (
     init_weights_,
     text_backbone_from_arch,
 )
+from reliable_ad.rfnet import io
 from reliable_ad.rfnet.ffm import FeatureFilterModule
+from reliable_ad.rfnet.processor import RFNetProcessor
 from reliable_ad.core.labels import class_names
 
 _CHANNELS = {"product": 3, "generated": 3, "depth": 1, "salience": 1}
@@ -219,13 +221,21 @@ class RFNet(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, *, map_location: str | torch.device = "cpu") -> RFNet:
-        """Load a saved RFNet from a folder or a hub id (``config.json`` + ``model.safetensors``)."""
-        from reliable_ad.rfnet.io import load_model
-
-        return load_model(name_or_path, map_location=map_location)
+        """Load a saved RFNet from a folder or a hub id (``config.json`` + ``model.safetensors``), in eval
+        mode, on ``map_location``."""
+        folder = io.resolve_folder(name_or_path)
+        config = io.read_config(folder)
+        state = io.read_weights(folder)
+        with torch.random.fork_rng(devices=[]):  # the throw-away random init leaves the caller's RNG alone
+            model = cls(config)
+        io.check_state(model, state, folder)
+        model.load_state_dict(state, strict=True)
+        return model.to(map_location).eval()
 
     def save_pretrained(self, folder: str | Path, processor=None) -> Path:
         """Write this model (and its tokenizer) to ``folder`` atomically; see io.save_pretrained."""
-        from reliable_ad.rfnet.io import save_pretrained
+        return io.save_pretrained(self, folder, processor=processor)
 
-        return save_pretrained(self, folder, processor=processor)
+    def default_processor(self) -> RFNetProcessor:
+        """The processor this model's config describes (its tokenizer is saved with the model)."""
+        return RFNetProcessor.from_config(self.config)
