@@ -1,4 +1,4 @@
-"""RFNet's classes (SPEC §1): one usable class and four reasons a generated ad cannot be used.
+"""RFNet's classes (docs/method.md §1): one usable class and four reasons a generated ad cannot be used.
 
 The order is the model's output order and must never change: saved RFNet weights depend on it.
 The public dataset's sixth label, Unsuitable (the source product photo itself is bad), is kept as an

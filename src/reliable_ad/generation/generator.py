@@ -1,4 +1,4 @@
-"""The ad generator: diffusers' ControlNet-inpainting pipeline around a prepared product (SPEC §2).
+"""The ad generator: diffusers' ControlNet-inpainting pipeline around a prepared product (docs/method.md §2).
 
 We compose `StableDiffusionControlNetInpaintPipeline`, we do not fork it: the generator prepares the
 pipeline's inputs (product canvas, inpainting mask, Canny control, per-image seeds, weighted prompt

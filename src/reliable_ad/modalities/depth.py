@@ -1,4 +1,4 @@
-"""Depth maps of generated images, RFNet's I_d input (SPEC §3; the paper used DPT).
+"""Depth maps of generated images, RFNet's I_d input (docs/method.md §3; the paper used DPT).
 
 `TransformersDepth` runs any transformers depth-estimation model (DPT, Depth Anything, ...) on
 batches of tensors. Convention: near = 1, far = 0; these models predict relative inverse depth,

@@ -1,4 +1,4 @@
-"""Salience maps of generated images, RFNet's I_s input (SPEC §3; the paper used U2-Net).
+"""Salience maps of generated images, RFNet's I_s input (docs/method.md §3; the paper used U2-Net).
 
 `U2NetPSalience` runs U2-Net-p (the small U2-Net, 4.6 MB) from its ONNX file under OpenCV's DNN
 module, with rembg's preprocessing; deviation: the paper's full U2-Net weights are not shipped

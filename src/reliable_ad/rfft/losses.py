@@ -1,4 +1,4 @@
-"""RFFT's loss terms (SPEC §5): the feedback loss F_AC, the Consistent Condition L_CC, and the
+"""RFFT's loss terms (docs/method.md §5): the feedback loss F_AC, the Consistent Condition L_CC, and the
 regularisers compared against it (none = ReFL, a KL-style penalty, the denoising loss on real ads),
 plus extra rewards given as injected callables.
 
@@ -105,7 +105,7 @@ def total_loss(
     rewards: dict[str, torch.Tensor] | None = None,
     reward_weights: dict[str, float] | None = None,
 ) -> torch.Tensor:
-    """available_weight * F_AC + beta * regulariser - sum_k w_k * reward_k (SPEC §5's F_AC + beta * L_CC)."""
+    """available_weight * F_AC + beta * regulariser - sum_k w_k * reward_k (docs/method.md §5: F_AC + beta * L_CC)."""
     terms = []
     if f_ac is not None and available_weight:
         terms.append(available_weight * f_ac)

@@ -1,4 +1,4 @@
-"""A differentiable sampler for the ControlNet-inpainting path (SPEC §5, the ReFL-style RFFT step).
+"""A differentiable sampler for the ControlNet-inpainting path (docs/method.md §5, the ReFL-style RFFT step).
 
 It composes the generator's `StableDiffusionControlNetInpaintPipeline`: the same components and the
 pipeline's own helpers (`prepare_latents`, `prepare_mask_latents`, `prepare_control_image`, image

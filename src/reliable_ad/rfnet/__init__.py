@@ -1,4 +1,4 @@
-"""RFNet (SPEC §3): the multimodal classifier that judges whether a generated ad is usable.
+"""RFNet (docs/method.md §3): the multimodal classifier that judges whether a generated ad is usable.
 
     model, processor = load_rfnet("tiny")          # or "rfnet-r50", a saved folder, a hub id
     batch = processor(captions, product=..., generated=..., depth=..., salience=...)

@@ -1,4 +1,4 @@
-"""RFNet's configuration: typed nested dataclasses, validated at construction (SPEC §3).
+"""RFNet's configuration: typed nested dataclasses, validated at construction (docs/method.md §3).
 
 Defaults are the paper's RFNet sizes (notes): ResNet-50 image encoders, a Chinese RoBERTa caption
 encoder, one FFM block and three fusion layers of width 384 with 8 heads, 384 px inputs; the image
@@ -118,7 +118,7 @@ class RFNetConfig:
     fusion: FusionConfig = field(default_factory=FusionConfig)
     modalities: ModalityConfig = field(default_factory=ModalityConfig)
     share_image_encoder: bool = False  # one backbone for every image modality instead of one each
-    num_classes: int = 5  # 5 (SPEC §1), 6 (with Unsuitable) or 2 (binary ablation); see labels.py
+    num_classes: int = 5  # 5 (docs/method.md §1), 6 (with Unsuitable) or 2 (binary ablation); see labels.py
     image_size: int = 384  # side the processor resizes images to (paper: 384)
     temperature: float = 1.0  # logits are divided by this in predict_proba (set by calibration)
     seed: int = 0  # seed for every randomly initialised weight, so a preset always builds the same model

@@ -1,4 +1,4 @@
-"""The Feature Filter Module (FFM, SPEC §3): the product's tokens attend to the caption's tokens.
+"""The Feature Filter Module (FFM, docs/method.md §3): the product's tokens attend to the caption's tokens.
 
     e_f = Conv(Conv(CrossAttn(q=e_o, kv=e_c)) * Conv(e_o)) + e_o
 

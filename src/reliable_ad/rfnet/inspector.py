@@ -1,4 +1,4 @@
-"""RFNet inference (SPEC §3, §4): turn (product, generated ad, caption) into a verdict.
+"""RFNet inference (docs/method.md §3, §4): turn (product, generated ad, caption) into a verdict.
 
 `Inspector` bundles an RFNet, its processor and the depth and salience estimators it was trained
 with (``modalities.json``, see modality_spec.py). It prepares images exactly as training does

@@ -1,6 +1,6 @@
 """Which depth and salience estimators an RFNet was trained with, saved beside its weights.
 
-RFNet judges an image together with its depth map I_d and salience map I_s (SPEC §3); a model only
+RFNet judges an image together with its depth map I_d and salience map I_s (docs/method.md §3); a model only
 means what it says when inference makes those maps with the estimators used in training. A saved
 RFNet folder therefore carries ``modalities.json``: ``{"depth": ..., "salience": ..., "size": ...}``
 (estimator names as `reliable_ad.modalities.build_depth` / `build_salience` take them, and the side

@@ -1,4 +1,4 @@
-"""RFNet (SPEC §3): a multimodal classifier that reviews a generated ad like a human annotator.
+"""RFNet (docs/method.md §3): a multimodal classifier that reviews a generated ad like a human annotator.
 
 Image encoders turn the product image (e_o), the generated image (e_g), its depth map (e_d) and its
 salience map (e_s) into tokens; the caption encoder gives e_c; the Feature Filter Module lets e_o
