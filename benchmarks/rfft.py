@@ -105,7 +105,8 @@ def run_one(spec: dict) -> dict:
     from reliable_ad.generation.config import ModelConfig, SamplingConfig
     from reliable_ad.generation.models import set_scheduler
     from reliable_ad.rfft.config import OptimConfig, RFFTConfig, RuntimeConfig, TrainableConfig, ValidationConfig
-    from reliable_ad.rfft.trainer import RFFTTrainer, make_accelerator
+    from reliable_ad.rfft.trainer import RFFTTrainer
+    from reliable_ad.training.accelerator import make_accelerator
 
     torch.manual_seed(0)
     sd15, device = spec["sd15"], spec["device"]

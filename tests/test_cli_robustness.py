@@ -197,7 +197,7 @@ def test_exponent_floats_are_floats_in_every_command_config(tmp_path):
     cfg = build_config(RFFTConfig, parser.parse_args(["rfft", "train", "--out", "o", "--config", rfft]), TRAIN_FLAGS)
     assert isinstance(cfg.optim.learning_rate, float) and cfg.optim.learning_rate == 1e-5
     train = write("rfnet.yaml", "optim:\n  lr: 3e-5\n")
-    assert TrainConfig.load(train).optim.lr == 3e-5
+    assert TrainConfig.load(train).optim.learning_rate == 3e-5
     with pytest.raises(ValueError, match=r"dup\.yaml.*duplicate key 'eta'"):
         build_config(GenerateConfig, parser.parse_args(
             ["generate", "x.png", "--out", "o", "--config", write("dup.yaml", "sampling:\n  eta: 0\n  eta: 1\n")]),

@@ -61,7 +61,10 @@ def test_two_processes_keep_identical_weights_and_write_once(tmp_path, tiny_chec
     results = sorted(p.read_text().split()[1:] for p in tmp_path.glob("out.result-*"))
     assert [row[:3] for row in results] == [["0", "3", "True"], ["1", "3", "False"]]  # main exports alone
     assert results[0][3] == results[1][3]  # identical weights on both processes
-    records = [json.loads(line) for line in (out / "logs" / "train.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert [(r["kind"], r["step"]) for r in records] == [("validation", 0), ("train", 3), ("validation", 3)]
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_0000000", "step_0000002", "step_0000003"]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000000", "step_00000002",
+                                                                          "step_00000003"]
+    last = {p.name for p in (out / "checkpoints" / "step_00000003").iterdir()}
+    assert {"random_states_0.pkl", "random_states_1.pkl", "trainable.safetensors", "trainer_state.json"} <= last
     assert (out / "export" / "controlnet" / "config.json").is_file()

@@ -67,7 +67,7 @@ def test_cli_trains_with_a_tiny_rfnet_and_writes_what_it_promises(products, mode
                  "--learning-rate", "1e-4"]) == 0
     written = json.loads((out / "config.json").read_text())
     assert written["optim"]["learning_rate"] == 1e-4 and written["feedback"]["rfnet"] == "tiny"
-    records = [json.loads(line) for line in (out / "logs" / "train.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
     assert [r["kind"] for r in records] == ["validation", "train", "validation"]
     assert all(np.isfinite(r["loss"]) for r in records if r["kind"] == "train")
     assert (out / "export" / "controlnet" / "config.json").is_file()
@@ -75,5 +75,5 @@ def test_cli_trains_with_a_tiny_rfnet_and_writes_what_it_promises(products, mode
     assert "1 step(s) done" in capsys.readouterr().err
     # usage errors exit 2 and say what to fix
     assert main(["rfft", "train", "--config", str(path), "--out", str(out), "--max-steps", "0"]) == 2
-    assert "optim.max_steps=0 must be >= 1" in capsys.readouterr().err
+    assert "optim.max_steps=0 must be an int >= 1" in capsys.readouterr().err
     assert main(["rfft"]) == 2

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-from reliable_ad.rfft.checkpoint import list_checkpoints
 from reliable_ad.rfft.config import CollapseConfig, ValidationConfig
 from reliable_ad.rfft.trainer import STOPPED, RFFTTrainer
 from reliable_ad.rfft.validation import CollapseMonitor, background_distance, background_diversity
+from reliable_ad.training.checkpoint import list_checkpoints
 from rfft_helpers import config, judge, products  # noqa: F401 - products is a fixture
 
 
@@ -20,6 +20,10 @@ def test_resume_reproduces_an_uninterrupted_run(products, model_home, tmp_path):
     half = RFFTTrainer.from_config(config(products, max_steps=2), tmp_path / "resumed", judge=judge)
     assert half.train().step == 2
     assert [s for s, _ in list_checkpoints(tmp_path / "resumed")] == [1, 2]
+    # the shared checkpoint format: accelerate's state, the trainable weights, the counters
+    files = {p.name for p in (tmp_path / "resumed" / "checkpoints" / "step_00000002").iterdir()}
+    assert {"optimizer.bin", "custom_checkpoint_0.pkl", "random_states_0.pkl", "trainable.safetensors",
+            "trainer_state.json"} <= files
     resumed = RFFTTrainer.from_config(config(products), tmp_path / "resumed", judge=judge)
     summary = resumed.train()
     assert summary.step == 4 and resumed.micro_step == full.micro_step == 8
@@ -30,7 +34,7 @@ def test_resume_reproduces_an_uninterrupted_run(products, model_home, tmp_path):
     assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
     assert [s for s, _ in list_checkpoints(tmp_path / "resumed")] == [3, 4]  # keep_checkpoints=2
     # a resume with another config is refused, naming what differs
-    with pytest.raises(ValueError, match="different config \\(loss differ\\)"):
+    with pytest.raises(ValueError, match="different config \\(loss.beta differ\\)"):
         other = config(products)
         other.loss.beta = 5.0
         RFFTTrainer.from_config(other, tmp_path / "resumed", judge=judge).train()

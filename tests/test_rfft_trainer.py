@@ -23,7 +23,6 @@ from reliable_ad.rfft.config import (
     TrainableConfig,
     ValidationConfig,
 )
-from reliable_ad.rfft.run import run_validation
 from reliable_ad.rfft.trainer import RFFTTrainer, build_optimizer
 
 COLORS = [(200, 40, 40), (40, 90, 200), (30, 160, 60), (150, 120, 20)]
@@ -118,9 +117,9 @@ def test_analytic_judge_loss_falls_and_acceptance_rises(products, model_home):
                                         max_steps=8, weight_decay=0.0),
                       validation=ValidationConfig(every=0, num_products=2, images_per_product=4))
     trainer = RFFTTrainer.from_config(cfg, model_home / "run-judge", judge=judge)
-    before = run_validation(trainer)
+    before = trainer.run_validation()
     records = trainer.run_steps(8)
-    after = run_validation(trainer)
+    after = trainer.run_validation()
     losses = [r["loss"] for r in records]
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.2
     assert records[-1]["p_available"] > records[0]["p_available"]

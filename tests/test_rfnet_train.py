@@ -65,7 +65,7 @@ def _config(data: Path, **changes) -> TrainConfig:
         "data": {"sources": [{"path": str(data)}], "split_fractions": [0.5, 0.25, 0.25]},
         "model": {"source": "tiny", "overrides": {"fusion": {"dropout": 0.2}}},  # dropout: RNG state matters
         "optim": {"epochs": 3, "batch_size": 4},
-        "num_workers": 0, "checkpoint_every": 100, "log_every": 1, "device": "cpu",
+        "num_workers": 0, "runtime": {"checkpoint_every": 100, "log_every": 1, "device": "cpu"},
     }
     for key, value in changes.items():
         section, _, field = key.partition("__")
@@ -81,8 +81,10 @@ def _losses(out: Path) -> list[float]:
 
 
 def test_config_is_validated_and_overridable():
-    with pytest.raises(ValueError, match=r"optim.lr=-1.0 must be > 0"):
-        TrainConfig.from_dict({"optim": {"lr": -1.0}})
+    with pytest.raises(ValueError, match=r"optim.learning_rate=-1.0 must be > 0"):
+        TrainConfig.from_dict({"optim": {"learning_rate": -1.0}})
+    with pytest.raises(ValueError, match=r"runtime.checkpoint_every=-1 must be an int >= 0"):
+        TrainConfig.from_dict({"runtime": {"checkpoint_every": -1}})
     with pytest.raises(ValueError, match="optim.class_weighting='balanced'"):
         TrainConfig.from_dict({"optim": {"class_weighting": "balanced"}})
     with pytest.raises(ValueError, match="unknown key.*'lrr'"):
@@ -91,8 +93,18 @@ def test_config_is_validated_and_overridable():
         TrainConfig.from_dict({"data": {"unsuitable": "sometimes"}})
     with pytest.raises(ValueError, match="section.key=value"):
         parse_set(["lr"])
-    cfg = TrainConfig.load(None, parse_set(["optim.lr=3e-5", "model.overrides.modalities.depth=false"]))
-    assert cfg.optim.lr == 3e-5 and cfg.model.overrides == {"modalities": {"depth": False}}
+    cfg = TrainConfig.load(None, parse_set(["optim.learning_rate=3e-5", "model.overrides.modalities.depth=false"]))
+    assert cfg.optim.learning_rate == 3e-5 and cfg.model.overrides == {"modalities": {"depth": False}}
+    # the older names still load, each with a FutureWarning naming the new key
+    with pytest.warns(FutureWarning, match="'optim.lr' is deprecated, use 'optim.learning_rate'"):
+        old = TrainConfig.load(None, parse_set(["optim.lr=3e-5", "log_every=5"]))
+    assert old.optim.learning_rate == 3e-5 and old.runtime.log_every == 5
+    # and so do the older flag spellings (hidden from --help)
+    from reliable_ad.cli.main import build_parser
+
+    with pytest.warns(FutureWarning, match="--lr is deprecated, use --learning-rate"):
+        args = build_parser().parse_args(["rfnet", "train", "--out", "o", "--lr", "2e-4", "--grad-accum-steps", "2"])
+    assert (args.learning_rate, args.gradient_accumulation_steps) == (2e-4, 2)
     assert cfg.optim.epochs == 10 and cfg.optim.lr_milestones == [5] and cfg.optim.lr_gamma == 0.1  # the paper's
     other = TrainConfig.load(None, parse_set(["optim.max_steps=3"]))
     assert other.identity() == TrainConfig().identity()  # stopping early does not change what is trained
@@ -102,7 +114,8 @@ def test_loss_falls_when_overfitting_on_cached_maps(tmp_path):
     data = make_rf1m(tmp_path / "data")
     build_cache(data, depth="tiny", salience="fine-grained", size=64, progress=False)
     cfg = _config(data, data__split_fractions=[1.0, 0.0, 0.0], model={"source": "tiny"},
-                  optim={"epochs": 20, "batch_size": 16, "lr": 5e-3, "lr_milestones": []}, eval_every_epoch=False)
+                  optim={"epochs": 20, "batch_size": 16, "learning_rate": 5e-3, "lr_milestones": []},
+                  eval_every_epoch=False)
     result = train(cfg, tmp_path / "out", progress=False)
     losses = _losses(tmp_path / "out")
     assert len(losses) == 20 and all(np.isfinite(losses))
@@ -125,8 +138,8 @@ def test_resume_gives_the_same_weights_as_a_straight_run(dataset, tmp_path):
     b = load_file(tmp_path / "resumed" / "model" / "model.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert _losses(tmp_path / "resumed") == _losses(tmp_path / "straight")
-    with pytest.raises(ValueError, match="different config.*optim"):
-        train(_config(dataset, optim={"epochs": 3, "batch_size": 4, "lr": 5e-4}), tmp_path / "resumed")
+    with pytest.raises(ValueError, match=r"different config \(optim.learning_rate differ\)"):
+        train(_config(dataset, optim={"epochs": 3, "batch_size": 4, "learning_rate": 5e-4}), tmp_path / "resumed")
 
 
 def test_training_calibrates_evaluates_and_saves(dataset, tmp_path):
@@ -184,21 +197,22 @@ def test_cli_train_and_eval(dataset, tmp_path, capsys):
 
     cfg = tmp_path / "rfnet.yaml"
     cfg.write_text(f"data:\n  sources: [{{path: {dataset}}}]\n  split_fractions: [0.5, 0.25, 0.25]\n"
-                   "model: {source: tiny}\noptim: {batch_size: 4, lr: 2e-4}\nnum_workers: 0\n")
+                   "model: {source: tiny}\noptim: {batch_size: 4, learning_rate: 2e-4}\nnum_workers: 0\n")
     out = tmp_path / "out"
     r = _cli("-m", "reliable_ad.cli.main", "rfnet", "train", "--config", str(cfg), "--out", str(out), "--max-steps",
-             "2", "--device", "cpu", "--set", "log_every=1", "--no-progress")
+             "2", "--device", "cpu", "--set", "runtime.log_every=1", "--no-progress")
     assert r.returncode == 0, r.stderr
     assert "test: n=" in r.stderr and (out / "model" / "modalities.json").is_file()
     written = json.loads((out / "config.json").read_text())
-    assert written["optim"]["max_steps"] == 2 and written["optim"]["lr"] == 2e-4  # YAML's 2e-4 is a float
+    assert written["optim"]["max_steps"] == 2 and written["optim"]["learning_rate"] == 2e-4  # YAML: a float
+    assert written["runtime"]["device"] == "cpu"
     assert len(_losses(out)) == 2
     # eval and a usage error, in-process (the subprocess path is the same `main`)
     rc = main(["rfnet", "eval", "--model", str(out / "model"), "--data", str(dataset), "--out", str(tmp_path / "ev"),
                "--num-workers", "0", "--device", "cpu", "--no-progress"])
     assert rc == 0 and json.loads(capsys.readouterr().err.strip().splitlines()[-1])["n"] == 16
-    assert main(["rfnet", "train", "--config", str(cfg), "--out", str(tmp_path / "x"), "--set", "optim.lr=-1"]) == 2
-    assert "optim.lr=-1" in capsys.readouterr().err
+    assert main(["rfnet", "train", "--config", str(cfg), "--out", str(tmp_path / "x"), "--set", "optim.learning_rate=-1"]) == 2
+    assert "optim.learning_rate=-1" in capsys.readouterr().err
 
 
 def test_accelerate_two_processes_train_and_evaluate_each_sample_once(tmp_path):

@@ -37,7 +37,8 @@ TRAIN_FLAGS = {
 
 
 def add_parser(sub) -> None:
-    from reliable_ad.rfft.config import MIXED_PRECISION, OPTIMIZERS, REGULARIZERS, TARGETS
+    from reliable_ad.rfft.config import OPTIMIZERS, REGULARIZERS, TARGETS
+    from reliable_ad.training.config import DEVICES, MIXED_PRECISION
 
     p = sub.add_parser("rfft", help="fine-tune the generator with RFNet feedback (RFFT)",
                        description="RFFT: fine-tune the ControlNet (or LoRA adapters) with RFNet's feedback, "
@@ -47,7 +48,7 @@ def add_parser(sub) -> None:
         "train",
         help="train (or resume) an RFFT run",
         description=(
-            "Train or resume an RFFT run in --out: config.json, logs/train.jsonl, checkpoints/, validation/ grids, "
+            "Train or resume an RFFT run in --out: config.json, logs/metrics.jsonl, checkpoints/, validation/ grids, "
             "and export/controlnet (use it with `reliable-ad generate --controlnet PATH`). Rerunning the same "
             "command resumes from the newest checkpoint."
         ),
@@ -74,7 +75,7 @@ def add_parser(sub) -> None:
     t.add_argument("--max-steps", type=int, help="optimizer steps (default 1000)")
     t.add_argument("--validate-every", type=int, help="optimizer steps between validations; 0 = never")
     t.add_argument("--mixed-precision", choices=MIXED_PRECISION, help="default no")
-    t.add_argument("--device", help="cpu or auto (default auto; accelerate assigns GPUs)")
+    t.add_argument("--device", choices=DEVICES, help="cpu or auto (default auto; accelerate assigns GPUs)")
     t.add_argument("--seed", type=int, help="run seed (default 0)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=run_train)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
 # flag -> TrainConfig field
 TRAIN_FLAGS = {
@@ -21,23 +22,36 @@ TRAIN_FLAGS = {
     "depth": "model.depth",
     "salience": "model.salience",
     "epochs": "optim.epochs",
-    "lr": "optim.lr",
+    "learning_rate": "optim.learning_rate",
     "batch_size": "optim.batch_size",
-    "grad_accum_steps": "optim.grad_accum_steps",
+    "gradient_accumulation_steps": "optim.gradient_accumulation_steps",
     "class_weighting": "optim.class_weighting",
     "max_steps": "optim.max_steps",
     "unsuitable": "data.unsuitable",
     "split_seed": "data.split_seed",
-    "mixed_precision": "mixed_precision",
-    "device": "device",
+    "mixed_precision": "runtime.mixed_precision",
+    "device": "runtime.device",
     "num_workers": "num_workers",
-    "checkpoint_every": "checkpoint_every",
-    "seed": "seed",
+    "checkpoint_every": "runtime.checkpoint_every",
+    "seed": "runtime.seed",
 }
 
 
+class _OldFlag(argparse.Action):
+    """A hidden old spelling of a flag: stores into the new flag's dest with a FutureWarning."""
+
+    def __init__(self, option_strings, dest, new: str = "", **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, help=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        warnings.warn(f"{option_string} is deprecated, use {self.new}", FutureWarning, stacklevel=2)
+        setattr(namespace, self.dest, values)
+
+
 def add_parser(sub) -> None:
-    p = sub.add_parser("rfnet", help="train and evaluate RFNet", description="Train and evaluate RFNet (SPEC §3).")
+    p = sub.add_parser("rfnet", help="train and evaluate RFNet",
+                       description="Train and evaluate RFNet (docs/method.md §3).")
     rsub = p.add_subparsers(dest="rfnet_command", metavar="COMMAND")
     p.set_defaults(func=lambda args: (p.print_help(sys.stderr), 2)[1])
     _add_train(rsub)
@@ -48,7 +62,7 @@ def add_parser(sub) -> None:
 
 def _add_train(rsub) -> None:
     from reliable_ad.data.splits import WEIGHT_SCHEMES
-    from reliable_ad.rfnet.train_config import DEVICES, MIXED_PRECISION
+    from reliable_ad.training.config import DEVICES, MIXED_PRECISION
 
     p = rsub.add_parser(
         "train",
@@ -70,9 +84,12 @@ def _add_train(rsub) -> None:
     p.add_argument("--depth", help="depth estimator (default: the model's)")
     p.add_argument("--salience", help="salience estimator (default: the model's)")
     p.add_argument("--epochs", type=int, help="epochs (default 10)")
-    p.add_argument("--lr", type=float, help="AdamW learning rate (default 1e-4)")
+    p.add_argument("--learning-rate", type=float, help="AdamW learning rate (default 1e-4)")
+    p.add_argument("--lr", dest="learning_rate", type=float, action=_OldFlag, new="--learning-rate")
     p.add_argument("--batch-size", type=int, help="batch size per process (default 32)")
-    p.add_argument("--grad-accum-steps", type=int, help="batches per optimizer step (default 1)")
+    p.add_argument("--gradient-accumulation-steps", type=int, help="batches per optimizer step (default 1)")
+    p.add_argument("--grad-accum-steps", dest="gradient_accumulation_steps", type=int, action=_OldFlag,
+                   new="--gradient-accumulation-steps")
     p.add_argument("--class-weighting", choices=WEIGHT_SCHEMES, help="loss weights from class counts (default none)")
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
     p.add_argument("--unsuitable", help="Unsuitable label: drop, keep or merge:<class> (default drop)")
@@ -83,7 +100,8 @@ def _add_train(rsub) -> None:
     p.add_argument("--checkpoint-every", type=int, help="optimizer steps between checkpoints (default 1000)")
     p.add_argument("--seed", type=int, help="data order and dropout seed (default 0)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any config field, e.g. model.overrides.modalities.depth=false (repeatable)")
+                   help="any config field, e.g. runtime.log_every=5 or model.overrides.modalities.depth=false "
+                        "(repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
 

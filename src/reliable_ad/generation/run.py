@@ -11,7 +11,6 @@ leaves at most a torn last manifest line (dropped on resume) and never a half-wr
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -34,7 +33,8 @@ from reliable_ad.data.product import Product, ProductError, load_product, prepar
 from reliable_ad.generation.prompts import PromptPreset, get_preset
 from reliable_ad.generation.provenance import AI_LABEL, save_labelled_png
 from reliable_ad.generation.seeds import derive_seed
-from reliable_ad.core.io import atomic_write_bytes, atomic_write_json, sha256_file
+from reliable_ad.core.io import atomic_write_bytes, sha256_file
+from reliable_ad.training.resume import check_resume_config
 
 logger = logging.getLogger(__name__)
 
@@ -59,20 +59,6 @@ class GenerateSummary:
 def output_size(cfg: GenerateConfig) -> int:
     preset = MODEL_PRESETS.get(cfg.model.model)
     return cfg.sampling.size or (preset.native_size if preset else 512)
-
-
-def check_resume_config(out_dir: Path, new: dict, identity: tuple[str, ...]) -> None:
-    """Refuse to resume ``out_dir`` with settings that change what an image is; else (re)write config.json."""
-    path = out_dir / "config.json"
-    if path.exists():
-        old = json.loads(path.read_text(encoding="utf-8"))
-        changed = [k for k in identity if old.get(k) != new.get(k)]
-        if changed:
-            raise ValueError(
-                f"{out_dir} holds a run made with a different config ({', '.join(changed)} differ); "
-                "rerun with the same settings to resume, or choose another --out"
-            )
-    atomic_write_json(path, {**new, "reliable_ad_version": __version__})
 
 
 def image_name(product_path: str, product_hash: str, attempt: int) -> str:
@@ -119,10 +105,20 @@ class Failure:
         return self.source or self.product_source or "(unknown)"
 
 
-def load_tasks(inputs: list[ProductInput], cfg: GenerateConfig,
-               problems: list[InputProblem] | None = None) -> tuple[list[ProductTask], list[Failure], dict[str, str]]:
+def load_tasks(inputs: list[ProductInput], cfg: GenerateConfig | None = None,
+               problems: list[InputProblem] | None = None, *, preset: str | None = None,
+               presets_file: str | None = None, white_threshold: int | None = None,
+               ) -> tuple[list[ProductTask], list[Failure], dict[str, str]]:
     """Load every product once: (tasks, failures, duplicates). A bad product or row is a failure and
-    the others go on; a product whose content equals an earlier one's is a duplicate (path -> first)."""
+    the others go on; a product whose content equals an earlier one's is a duplicate (path -> first).
+
+    The prompt preset of a product without its own, the presets file and the white threshold come from
+    ``cfg`` (`generate`, `run`) or are given (RFFT's data)."""
+    if cfg is not None:
+        preset, presets_file = cfg.prompt_preset, cfg.presets_file
+        white_threshold = cfg.product.white_threshold
+    if preset is None or white_threshold is None:
+        raise ValueError("load_tasks needs a GenerateConfig, or preset= and white_threshold=")
     failures = [Failure(p.message, None, p.source) for p in problems or ()]
     tasks: list[ProductTask] = []
     first: dict[str, ProductTask] = {}
@@ -137,13 +133,13 @@ def load_tasks(inputs: list[ProductInput], cfg: GenerateConfig,
                     f"; its caption {item.caption!r} is ignored, {seen.item.caption!r} is used")
                 logger.warning("product %s has the same content as %s: generated once%s", item.path, seen.item.path, note)
                 continue
-            preset = get_preset(item.preset or cfg.prompt_preset, cfg.presets_file)
-            product = load_product(item.path, white_threshold=cfg.product.white_threshold)
+            chosen = get_preset(item.preset or preset, presets_file)
+            product = load_product(item.path, white_threshold=white_threshold)
         except (ProductError, ValueError, OSError) as e:
             failures.append(Failure(str(e), os.path.abspath(item.path)))
             logger.error("product %s skipped: %s", item.path, e)
             continue
-        task = ProductTask(item, product, product_hash, preset)
+        task = ProductTask(item, product, product_hash, chosen)
         first[product_hash] = task
         tasks.append(task)
     return tasks, failures, duplicates

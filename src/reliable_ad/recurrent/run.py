@@ -28,7 +28,7 @@ from reliable_ad.generation.inputs import InputProblem, ProductInput
 from reliable_ad.data.product import prepare_product
 from reliable_ad.generation.prompts import get_preset
 from reliable_ad.generation.run import (
-    ProductTask, check_resume_config, image_record, load_tasks, record_failures, save_image, store_product,
+    ProductTask, image_record, load_tasks, record_failures, save_image, store_product,
 )
 from reliable_ad.recurrent.config import RunConfig
 from reliable_ad.recurrent.loop import Attempt, Outcome, recurrent_generation
@@ -36,6 +36,7 @@ from reliable_ad.recurrent.policies import plan_attempt
 from reliable_ad.recurrent.summary import latest_attempts, summarize
 from reliable_ad.rfnet.judge import Judge
 from reliable_ad.core.io import atomic_write_json, atomic_write_text
+from reliable_ad.training.resume import check_resume_config
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""RFFT (SPEC §5): fine-tune the generator's ControlNet (or LoRA adapters) with RFNet's feedback,
+"""RFFT (docs/method.md §5): fine-tune the generator's ControlNet (or LoRA adapters) with RFNet's feedback,
 regularised by the Consistent Condition, so that more ads are usable on the first attempt.
 
     sampler = ControlNetInpaintSampler(pipe)            # the pipeline's loop, open for gradients

@@ -1,6 +1,8 @@
 """Configuration of an RFFT run: nested dataclasses, validated at construction. Defaults are the
-paper's where it gives them (SPEC §5: ControlNet only, RF interval = the last ten of 40 DDIM steps,
-AdamW lr 1e-5, batch 4, accumulation 4); beta, the weight of L_CC, is not published.
+paper's where it gives them (docs/method.md §5: ControlNet only, RF interval = the last ten of 40
+DDIM steps, AdamW learning rate 1e-5, batch 4, accumulation 4); beta, the weight of L_CC, is not
+published. ``optim`` and ``runtime`` are the settings RFNet training shares
+(`reliable_ad.training.config`).
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from dataclasses import dataclass, field
 
 from reliable_ad.core.config import check
 from reliable_ad.generation.config import ModelConfig, ProductConfig, SamplingConfig
+from reliable_ad.training import config as shared
+from reliable_ad.training.config import MIXED_PRECISION, RuntimeConfig  # noqa: F401 - RFFT's runtime section
 
 # Regularisers of the reward objective (torch-free here so the command line starts fast).
 REGULARIZERS = ("consistent_condition", "none", "kl", "denoising")
@@ -16,7 +20,6 @@ REGULARIZERS = ("consistent_condition", "none", "kl", "denoising")
 TARGETS = ("controlnet", "lora")
 LORA_MODULES = ("controlnet", "unet")
 OPTIMIZERS = ("adamw", "adamw8bit")
-MIXED_PRECISION = ("no", "fp16", "bf16")
 FROZEN_DTYPES = ("auto", "fp32", "fp16", "bf16")
 COLLAPSE_ACTIONS = ("rollback", "stop", "warn")
 UNCOND = ("empty", "negative")
@@ -68,7 +71,7 @@ class LossConfig:
     available_weight: float = 1.0  # weight of F_AC = mean -log p(Available)
     regularizer: str = "consistent_condition"  # consistent_condition | none (ReFL) | kl | denoising (data.real_ads)
     beta: float = 1.0  # weight of the regulariser; not published, tune it with the collapse monitor
-    cc_uncond: str = "empty"  # L_CC's direction: text vs the "empty" prompt (SPEC) or vs the "negative" prompt
+    cc_uncond: str = "empty"  # L_CC's direction: text vs the "empty" prompt (§5) or vs the "negative" prompt
     rewards: list[RewardConfig] = field(default_factory=list)  # extra differentiable rewards, e.g. an aesthetic score
 
     def __post_init__(self) -> None:
@@ -101,28 +104,23 @@ class TrainableConfig:
 
 
 @dataclass
-class OptimConfig:
-    optimizer: str = "adamw"  # adamw | adamw8bit (needs bitsandbytes)
+class OptimConfig(shared.OptimConfig):
+    """The shared optimizer settings with the paper's RFFT values, plus the optimizer and its warm-up."""
+
     learning_rate: float = 1e-5  # paper
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 1e-2
-    eps: float = 1e-8
-    max_grad_norm: float | None = 1.0  # gradient clipping; None = off
     batch_size: int = 4  # images per micro-batch per process (paper: 4 per GPU)
     gradient_accumulation_steps: int = 4  # paper: 4
     max_steps: int = 1000  # optimizer steps
+    optimizer: str = "adamw"  # adamw | adamw8bit (needs bitsandbytes)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
     warmup_steps: int = 0  # linear learning-rate warm-up, in optimizer steps
 
     def __post_init__(self) -> None:
+        check(self.max_steps is not None, "optim.max_steps=None: RFFT needs a number of optimizer steps, e.g. 1000")
+        super().__post_init__()
         check(self.optimizer in OPTIMIZERS, f"optim.optimizer={self.optimizer!r} is not one of {OPTIMIZERS}")
-        check(self.learning_rate > 0, f"optim.learning_rate={self.learning_rate} must be > 0")
-        check(self.batch_size >= 1, f"optim.batch_size={self.batch_size} must be >= 1")
-        check(self.gradient_accumulation_steps >= 1,
-               f"optim.gradient_accumulation_steps={self.gradient_accumulation_steps} must be >= 1")
-        check(self.max_steps >= 1, f"optim.max_steps={self.max_steps} must be >= 1")
         check(self.warmup_steps >= 0, f"optim.warmup_steps={self.warmup_steps} must be >= 0")
-        check(self.max_grad_norm is None or self.max_grad_norm > 0,
-               f"optim.max_grad_norm={self.max_grad_norm} must be > 0, or None for no clipping")
 
 
 @dataclass
@@ -157,25 +155,6 @@ class ValidationConfig:
 
 
 @dataclass
-class RuntimeConfig:
-    seed: int = 0  # all randomness derives from (seed, step, process, item): resume is exact
-    mixed_precision: str = "no"  # no | fp16 | bf16 (accelerate autocast; the student stays fp32)
-    device: str = "auto"  # auto = cuda if available; `accelerate launch` assigns one per process
-    log_every: int = 10  # optimizer steps between log records
-    checkpoint_every: int = 100  # optimizer steps between checkpoints; 0 = only at the end
-    keep_checkpoints: int = 3  # newest checkpoints kept (the last healthy one is always kept)
-    tensorboard: bool = True  # also log to TensorBoard when it is installed (JSONL is always written)
-
-    def __post_init__(self) -> None:
-        check(self.mixed_precision in MIXED_PRECISION,
-               f"runtime.mixed_precision={self.mixed_precision!r} is not one of {MIXED_PRECISION}")
-        check(0 <= self.seed < 2**63, f"runtime.seed={self.seed} must be in [0, 2**63)")
-        check(self.log_every >= 1, f"runtime.log_every={self.log_every} must be >= 1")
-        check(self.checkpoint_every >= 0, f"runtime.checkpoint_every={self.checkpoint_every} must be >= 0")
-        check(self.keep_checkpoints >= 1, f"runtime.keep_checkpoints={self.keep_checkpoints} must be >= 1")
-
-
-@dataclass
 class RFFTConfig:
     model: ModelConfig = field(default_factory=lambda: ModelConfig(safety_checker=False))  # generator to fine-tune
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # paper: DDIM 40 steps, CFG 7.5, clip skip 2
@@ -186,7 +165,7 @@ class RFFTConfig:
     trainable: TrainableConfig = field(default_factory=TrainableConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     validation: ValidationConfig = field(default_factory=ValidationConfig)
-    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # seed, mixed precision, logs, checkpoints
 
     def __post_init__(self) -> None:
         steps = self.sampling.num_inference_steps

@@ -17,10 +17,11 @@ from PIL import Image
 
 from reliable_ad.generation.inputs import ProductInput, read_product_inputs
 from reliable_ad.data.product import PreparedProduct, Product, ProductError, load_product, prepare_product
-from reliable_ad.generation.prompts import PromptPreset, get_preset
+from reliable_ad.data.tensors import rgb_to_tensor
+from reliable_ad.generation.prompts import PromptPreset
+from reliable_ad.generation.run import load_tasks
 from reliable_ad.generation.seeds import derive_seed
 from reliable_ad.rfft.config import DataConfig
-from reliable_ad.core.io import sha256_file
 
 logger = logging.getLogger(__name__)
 
@@ -37,44 +38,32 @@ class TrainItem:
 
 
 def product_view(product: Product, size: int) -> torch.Tensor:
-    """(3, size, size) float in [0, 1]: the cut-out on white, padded to a square, resized (bicubic).
-
-    The same view of a product that RFNet's training data gives it (`data.tensors._load_rgb`).
-    """
-    rgba = np.dstack([product.rgb, product.alpha])
-    white = Image.new("RGBA", rgba.shape[1::-1], (255, 255, 255, 255))
-    im = Image.alpha_composite(white, Image.fromarray(rgba, "RGBA")).convert("RGB")
-    if im.width != im.height:
-        side = max(im.size)
-        canvas = Image.new("RGB", (side, side), (255, 255, 255))
-        canvas.paste(im, ((side - im.width) // 2, (side - im.height) // 2))
-        im = canvas
-    if im.size != (size, size):
-        im = im.resize((size, size), Image.Resampling.BICUBIC)
-    return torch.from_numpy(np.array(im, dtype=np.uint8)).permute(2, 0, 1).float().div_(255.0)
+    """(3, size, size) float in [0, 1]: the cut-out on white, padded to a square, resized: the view of a
+    product that RFNet's training data and the Inspector give it (the same function)."""
+    return rgb_to_tensor(np.dstack([product.rgb, product.alpha]), size, pad_square=True)
 
 
 def load_items(inputs: list[ProductInput], cfg: DataConfig, size: int) -> tuple[list[TrainItem], dict[str, str]]:
-    """Prepare every product at `size`; a product that fails is reported in the second value, not raised."""
+    """Prepare every product at `size` (loaded as `generate` and `run` load them: one product per
+    content, the same presets and failures); a product that fails is reported in the second value."""
+    tasks, failures, duplicates = load_tasks(inputs, preset=cfg.preset, presets_file=cfg.presets_file,
+                                             white_threshold=cfg.product.white_threshold)
+    failed = {f.where: f.error for f in failures}
     items: list[TrainItem] = []
-    failed: dict[str, str] = {}
-    for item in inputs:
+    for task in tasks:
         try:
-            digest = sha256_file(item.path)
-            preset = get_preset(item.preset or cfg.preset, cfg.presets_file)
-            product = load_product(item.path, white_threshold=cfg.product.white_threshold)
             prepared = prepare_product(
-                product, size=size, image_scale=cfg.product.image_scale or preset.image_scale,
-                keep_loc=cfg.product.keep_loc or preset.keep_loc,
+                task.product, size=size, image_scale=cfg.product.image_scale or task.preset.image_scale,
+                keep_loc=cfg.product.keep_loc or task.preset.keep_loc,
                 canny_low=cfg.product.canny_low, canny_high=cfg.product.canny_high,
                 box_alpha_threshold=cfg.product.box_alpha_threshold,
             )
-        except (ProductError, ValueError, OSError) as e:
-            failed[item.path] = str(e)
-            logger.error("product %s skipped: %s", item.path, e)
+        except (ProductError, ValueError) as e:
+            failed[task.item.path] = str(e)
+            logger.error("product %s skipped: %s", task.item.path, e)
             continue
-        items.append(TrainItem(f"{Path(item.path).stem}-{digest[:8]}", prepared, product_view(product, size),
-                               item.caption or "", preset))
+        items.append(TrainItem(task.product_id, prepared, product_view(task.product, size), task.item.caption or "",
+                               task.preset))
     return items, failed
 
 

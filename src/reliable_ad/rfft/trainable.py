@@ -1,4 +1,4 @@
-"""What RFFT trains and what stays frozen (SPEC §5: the paper trains the ControlNet only).
+"""What RFFT trains and what stays frozen (docs/method.md §5: the paper trains the ControlNet only).
 
 `setup_trainable` freezes every model of the pipeline (no gradients; half precision on GPU), then
 makes trainable either the whole ControlNet (fp32) or LoRA adapters (peft, fp32) on the ControlNet

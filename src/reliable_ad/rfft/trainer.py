@@ -1,30 +1,44 @@
-"""The RFFT trainer (SPEC §5): fine-tune the ControlNet (or LoRA adapters) with the judge's feedback
-F_AC = mean -log p(Available), regularised by the Consistent Condition L_CC (or, for comparison, by
-nothing (ReFL), a KL-style penalty, or the denoising loss on real ads).
+"""The RFFT trainer (docs/method.md §5): fine-tune the ControlNet (or LoRA adapters) with the judge's
+feedback F_AC = mean -log p(Available), regularised by the Consistent Condition L_CC (or, for
+comparison, by nothing (ReFL), a KL-style penalty, or the denoising loss on real ads).
 
-Multi-process runs (`accelerate launch`) average gradients explicitly before each optimizer step
-instead of wrapping models in DDP: the sampler calls the UNet and ControlNet directly inside its
-loop, which DDP's forward hooks would not see. Run folder: config.json, logs/, checkpoints/,
-validation/, export/ (see checkpoint.py).
+`RFFTTrainer` owns one run: the step, the loop, start or resume, validation and the collapse
+monitor's actions, checkpoints, and the export at the end. Multi-process runs (`accelerate launch`)
+average gradients explicitly before each optimizer step instead of wrapping models in DDP: the
+sampler calls the UNet and ControlNet directly inside its loop, which DDP's forward hooks would not see.
+
+Run folder::
+
+    config.json                 the resolved RFFTConfig (a resumed run must match it, see RESUME_IDENTITY)
+    logs/metrics.jsonl          "train" and "validation" records; logs/tensorboard/ when installed
+    checkpoints/step_XXXXXXXX/  reliable_ad.training's format: accelerate's state (optimizer, LR
+                                schedule, grad scaler, RNG) + trainable.safetensors + trainer_state.json
+    validation/step_XXXXXXX.png the original model's and the student's validation images
+    export/                     the trained model for `reliable-ad generate` (rfft/export.py)
+    stopped.json                when the collapse monitor ended the run; a rerun then only re-exports
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
+from accelerate.utils import broadcast_object_list
+from safetensors.torch import load_file, save_file
 
-from reliable_ad import __version__
 from reliable_ad.core.config import to_dict
+from reliable_ad.core.io import atomic_write_bytes, atomic_write_json
 from reliable_ad.generation.seeds import derive_seed, torch_generator
 from reliable_ad.generation.weighting import encode_prompt_pair, encode_weighted_prompts
-from reliable_ad.rfft import checkpoint as ckpt
 from reliable_ad.rfft.config import RFFTConfig
-from reliable_ad.rfft.data import RealAd, TrainItem, batch_indices
+from reliable_ad.rfft.data import RealAd, TrainItem, batch_indices, read_items, read_real_ads
+from reliable_ad.rfft.export import export_trained
+from reliable_ad.rfft.feedback import RFNetJudge, judge_decide
 from reliable_ad.rfft.losses import (
     WeightedReward,
     consistent_condition_loss,
@@ -37,12 +51,22 @@ from reliable_ad.rfft.losses import (
 )
 from reliable_ad.rfft.sampler import ControlNetInpaintSampler, GradedStep, SamplingState
 from reliable_ad.rfft.trainable import frozen_dtype_for, setup_trainable
-from reliable_ad.rfft.validation import CollapseMonitor
-from reliable_ad.core.io import atomic_write_json
+from reliable_ad.rfft.validation import CollapseMonitor, background_distance, background_diversity, image_grid
+from reliable_ad.training.accelerator import make_accelerator
+from reliable_ad.training.checkpoint import checkpoint_dir, list_checkpoints, load_checkpoint, save_checkpoint
+from reliable_ad.training.resume import check_resume_config, write_run_config
+from reliable_ad.training.runlog import RunLog
 
 logger = logging.getLogger(__name__)
 
 STOPPED = "stopped.json"  # written when the collapse monitor ends a run; a rerun then only re-exports
+TRAINABLE_FILE = "trainable.safetensors"  # in each checkpoint: the trainable parameters (weights-only loads)
+
+# What a resumed run must share with the run it resumes: every section but validation, less the
+# settings that only say how long to run and how often to log or checkpoint.
+RESUME_IDENTITY = tuple(f.name for f in fields(RFFTConfig) if f.name != "validation")
+RESUME_MAY_CHANGE = ("optim.max_steps", "runtime.log_every", "runtime.checkpoint_every", "runtime.keep_checkpoints",
+                     "runtime.tensorboard")
 
 
 def paste_product(images01: torch.Tensor, product_rgb01: torch.Tensor, alpha01: torch.Tensor) -> torch.Tensor:
@@ -50,12 +74,6 @@ def paste_product(images01: torch.Tensor, product_rgb01: torch.Tensor, alpha01: 
     soft alpha (the tensor form of `generation.product.paste_back`). Images (B, 3, S, S) in [0, 1],
     alpha (B, 1, S, S) in [0, 1]; gradient reaches `images01` where alpha < 1."""
     return alpha01 * product_rgb01 + (1.0 - alpha01) * images01
-
-
-def make_accelerator(runtime):
-    from accelerate import Accelerator
-
-    return Accelerator(mixed_precision=runtime.mixed_precision, cpu=runtime.device == "cpu")
 
 
 def build_optimizer(optim, params: list[torch.nn.Parameter]):
@@ -104,7 +122,7 @@ class RFFTTrainer:
         self.info = dict(info)
         self.size = cfg.sampling.size or int(info.get("native_size", 512))
         pipe.to(self.device)
-        self.frozen_dtype = frozen_dtype_for(cfg.trainable.frozen_dtype, self.device, cfg.runtime.mixed_precision)
+        self.frozen_dtype = frozen_dtype_for(cfg.trainable.frozen_dtype, self.device, self.accelerator.mixed_precision)
         self.trainable = setup_trainable(pipe, cfg.trainable, frozen_dtype=self.frozen_dtype)
         self.pipe = pipe
         self.sampler = ControlNetInpaintSampler(pipe)
@@ -119,23 +137,22 @@ class RFFTTrainer:
         optimizer = build_optimizer(cfg.optim, self.trainable.parameters())
         warmup = cfg.optim.warmup_steps
         self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup + 1)))
-        self.optimizer = self.accelerator.prepare(optimizer)  # the LR schedule is stepped by us, once per step
+        self.optimizer = self.accelerator.prepare(optimizer)
+        self.accelerator.register_for_checkpointing(self.lr_scheduler)  # stepped by us, once per optimizer step
         self.step = 0  # optimizer steps done
         self.micro_step = 0  # micro-batches done (on each process)
         self.monitor = CollapseMonitor(cfg.validation.collapse)
         self.validations: list[dict] = []
         self.saved_steps: set[int] = set()  # steps checkpointed in this run folder
-        self.log = ckpt.RunLog(self.out_dir, tensorboard=cfg.runtime.tensorboard,
-                               enabled=self.accelerator.is_main_process)
+        self.log = RunLog(self.out_dir, tensorboard=cfg.runtime.tensorboard, enabled=self.accelerator.is_main_process,
+                          config=to_dict(cfg))
         self._reference = None  # the original model's validation images, made once
 
     @classmethod
     def from_config(cls, cfg: RFFTConfig, out_dir: str | Path, *, judge=None,
                     rewards: Sequence[WeightedReward] = (), accelerator=None) -> RFFTTrainer:
         """Load the generator, products, real ads, judge (RFNet unless one is given) and rewards."""
-        from reliable_ad.generation.models import load_pipeline, set_scheduler
-        from reliable_ad.rfft.data import read_items, read_real_ads
-        from reliable_ad.rfft.feedback import RFNetJudge
+        from reliable_ad.generation.models import load_pipeline, set_scheduler  # diffusers: loaded when used
 
         accelerator = accelerator or make_accelerator(cfg.runtime)
         pipe, info = load_pipeline(replace(cfg.model, device=str(accelerator.device), dtype="fp32"))
@@ -150,7 +167,8 @@ class RFFTTrainer:
                                  "'tiny' builds a random one, for smoke tests only")
             judge = RFNetJudge.from_pretrained(cfg.feedback.rfnet, depth=cfg.feedback.depth,
                                                salience=cfg.feedback.salience, device=accelerator.device,
-                                               threshold=cfg.feedback.available_threshold)
+                                               acceptance="argmax" if cfg.feedback.available_threshold is None
+                                               else "threshold", threshold=cfg.feedback.available_threshold or 0.5)
         rewards = list(rewards) + [build_reward(r) for r in cfg.loss.rewards]
         return cls(cfg, out_dir, pipe=pipe, info=info, judge=judge, train_items=train, val_items=val,
                    real_ads=real_ads, rewards=rewards, accelerator=accelerator, failed_products=failed)
@@ -336,13 +354,11 @@ class RFFTTrainer:
         """Run (or resume) until optim.max_steps, validating, checkpointing and exporting as configured."""
         from tqdm.auto import tqdm
 
-        from reliable_ad.rfft.run import finish, maybe_checkpoint, resume_or_start, validate_and_act
-
         cfg = self.cfg
-        stopped = resume_or_start(self)
+        stopped = self._resume_or_start()
         if stopped is None and cfg.validation.every and self.val_items and not any(
                 v["step"] == self.step for v in self.validations):
-            stopped = validate_and_act(self)
+            stopped = self._validate_and_act()
         bar = tqdm(total=cfg.optim.max_steps, initial=min(self.step, cfg.optim.max_steps), desc="rfft", unit="step",
                    disable=not (progress and self.accelerator.is_main_process))
         while stopped is None and self.step < cfg.optim.max_steps:
@@ -350,23 +366,183 @@ class RFFTTrainer:
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.4f}", p_available=f"{record['p_available']:.3f}")
             if self.step % cfg.runtime.log_every == 0 or self.step == cfg.optim.max_steps:
-                self.log.log("train", self.step, record)
+                self.log.log(self.step, record, kind="train")
                 logger.info("step %d: %s", self.step, {k: round(v, 4) for k, v in record.items()})
             due = cfg.validation.every and self.val_items and (
                 self.step % cfg.validation.every == 0 or self.step == cfg.optim.max_steps)
             if due:
-                stopped = validate_and_act(self)
-            maybe_checkpoint(self, force=self.step == cfg.optim.max_steps)
+                stopped = self._validate_and_act()
+            self.maybe_checkpoint(force=self.step == cfg.optim.max_steps)
         bar.close()
-        return finish(self, stopped)
+        return self._finish(stopped)
 
-    def checkpoint_state(self) -> dict:
-        return {"micro_step": self.micro_step, "monitor": self.monitor.state_dict(),
-                "validations": self.validations, "reliable_ad_version": __version__}
+    # --- the run: start or resume, checkpoints, validation, the end ------------------------------------
 
     def write_config(self) -> None:
+        """config.json of the run (main process), as `train` writes it after the resume check."""
         if self.accelerator.is_main_process:
-            atomic_write_json(self.out_dir / "config.json", {**to_dict(self.cfg), "reliable_ad_version": __version__})
+            write_run_config(self.out_dir, to_dict(self.cfg))
+
+    def _resume_or_start(self) -> str | None:
+        """Check the run folder and load the newest checkpoint if there is one; returns a stop reason when
+        the run was already ended by the collapse monitor (the rerun then only re-exports)."""
+        out = self.out_dir
+        check_resume_config(out, to_dict(self.cfg), RESUME_IDENTITY, ignore=RESUME_MAY_CHANGE,
+                            write=self.accelerator.is_main_process)
+        found = list_checkpoints(out)
+        self.saved_steps = {s for s, _ in found}  # read by every process before any writes: they agree
+        stopped_path = out / STOPPED
+        if stopped_path.is_file():
+            stopped = json.loads(stopped_path.read_text(encoding="utf-8"))
+            self._load_weights(checkpoint_dir(out, stopped["weights_step"]))
+            self.step = int(stopped["step"])
+            logger.warning("%s: the run was stopped (%s); exporting its weights again", out, stopped["reason"])
+            return stopped["reason"]
+        if found:
+            step, folder = found[-1]
+            self._restore(folder)
+            logger.info("resumed %s at step %d", out, step)
+        return None
+
+    def checkpoint_state(self) -> dict:
+        """The counters a checkpoint stores beside accelerate's state and the trainable weights."""
+        return {"micro_step": self.micro_step, "monitor": self.monitor.state_dict(), "validations": self.validations}
+
+    def _restore(self, folder: Path) -> None:
+        """Everything of a checkpoint: optimizer, LR schedule, grad scaler and RNG states (accelerate's),
+        the trainable weights and the counters."""
+        state = load_checkpoint(self.accelerator, folder)
+        self._load_weights(folder)
+        self.step = int(state["step"])
+        self.micro_step = int(state["micro_step"])
+        self.monitor.load_state_dict(state.get("monitor", {}))
+        self.validations = list(state.get("validations", []))
+
+    def _load_weights(self, folder: Path) -> None:
+        self.trainable.load_state_dict(load_file(str(Path(folder) / TRAINABLE_FILE)))
+
+    def save(self) -> None:
+        """Checkpoint the current step (every process takes part; the main process writes) and prune old ones,
+        never the last healthy step (the collapse monitor's roll-back target)."""
+        healthy = self.monitor.last_healthy_step
+        save_checkpoint(self.accelerator, self.out_dir, self.step, self.checkpoint_state(),
+                        keep=self.cfg.runtime.keep_checkpoints, protect=() if healthy is None else (healthy,),
+                        extra=lambda folder: save_file(self.trainable.state_dict(), str(folder / TRAINABLE_FILE)))
+        self.saved_steps.add(self.step)
+
+    def maybe_checkpoint(self, *, force: bool = False) -> None:
+        """Save when due (every `checkpoint_every` steps, or `force`) unless this step is saved already.
+
+        Decided from in-memory state only, so that all processes agree without racing on the disk.
+        """
+        every = self.cfg.runtime.checkpoint_every
+        if self.step not in self.saved_steps and (force or (every and self.step % every == 0)):
+            self.save()
+
+    @torch.no_grad()
+    def run_validation(self) -> dict:
+        """Full generations of the held-out products by the student and (once) by the original model:
+        available rate, background diversity, distance to the original, and a grid PNG."""
+        vcfg, seed = self.cfg.validation, self.cfg.runtime.seed
+        items = self.val_items[: vcfg.num_products]
+        jobs = [(it, derive_seed(seed, f"rfft-val/{it.key}", k)) for it in items for k in range(vcfg.images_per_product)]
+        bs = self.cfg.sampling.batch_size
+        student, alphas, accepted = [], [], []
+        make_reference = self._reference is None
+        reference, ref_accepted = [], []
+        with self.accelerator.autocast():
+            for start in range(0, len(jobs), bs):
+                batch_items = [it for it, _ in jobs[start:start + bs]]
+                seeds = [s for _, s in jobs[start:start + bs]]
+                rgb01, alpha01, product01 = self.product_tensors(batch_items)
+                captions = [it.caption for it in batch_items]
+                ads = self.paste(self.sampler.sample(self.prepare_items(batch_items, seeds)), rgb01, alpha01)
+                student.append(ads)
+                alphas.append(alpha01)
+                accepted.append(judge_decide(self.judge, ads, product01, captions).float())
+                if make_reference:
+                    with self.trainable.teacher.active() as controlnet:
+                        ref = self.sampler.sample(self.prepare_items(batch_items, seeds), controlnet=controlnet)
+                    ref = self.paste(ref, rgb01, alpha01)
+                    reference.append(ref)
+                    ref_accepted.append(judge_decide(self.judge, ref, product01, captions).float())
+        student, alphas, accepted = torch.cat(student), torch.cat(alphas), torch.cat(accepted)
+        if make_reference:
+            reference = torch.cat(reference)
+            self._reference = {
+                "images": reference.cpu(),
+                "available_rate": float(torch.cat(ref_accepted).mean()),
+                "diversity": background_diversity(reference, alphas) if len(reference) > 1 else float("nan"),
+            }
+        ref = self._reference
+        diversity = background_diversity(student, alphas) if len(student) > 1 else float("nan")
+        result = {
+            "available_rate": float(accepted.mean()),
+            "original_available_rate": ref["available_rate"],
+            "diversity": diversity,
+            "diversity_ratio": diversity / ref["diversity"] if ref["diversity"] > 0 else float("nan"),
+            "distance_to_original": background_distance(student, ref["images"].to(student.device), alphas),
+            "images": len(student),
+        }
+        if vcfg.grid:
+            png = image_grid([ref["images"], student.cpu()])
+            path = self.out_dir / "validation" / f"step_{self.step:07d}.png"
+            atomic_write_bytes(path, png)
+            result["grid"] = str(path.relative_to(self.out_dir))
+        return result
+
+    def _validate_and_act(self) -> str | None:
+        """Validate on the main process, feed the collapse monitor, and act; returns a stop reason or None."""
+        acc = self.accelerator
+        decision = [None, None]  # (action, step to roll back to)
+        if acc.is_main_process:
+            result = self.run_validation()
+            ratio = result["diversity_ratio"]
+            collapsed, action = self.monitor.update(self.step, ratio if ratio == ratio else 1.0,
+                                                    result["distance_to_original"])
+            result.update(step=self.step, collapsed=collapsed)
+            self.validations.append(result)
+            self.log.log(self.step, {k: v for k, v in result.items() if k != "step"}, kind="validation")
+            logger.info("validation at step %d: %s", self.step, result)
+            if collapsed:
+                logger.warning("step %d: backgrounds look collapsed (diversity ratio %.3f, distance %.3f); strike "
+                               "%d/%d", self.step, ratio, result["distance_to_original"], self.monitor.strikes,
+                               self.cfg.validation.collapse.patience)
+            decision = [action, self.monitor.last_healthy_step]
+        if acc.num_processes > 1:
+            broadcast_object_list(decision)
+        action, healthy = decision
+        if healthy == self.step:
+            self.maybe_checkpoint(force=True)  # a healthy state is the roll-back target: keep it on disk
+        if action is None or action == "warn":
+            return None
+        if action == "rollback" and healthy is not None:
+            acc.wait_for_everyone()
+            self._load_weights(checkpoint_dir(self.out_dir, healthy))
+            return f"collapse: rolled back to step {healthy}"
+        return "collapse: stopped"
+
+    def _finish(self, stopped: str | None) -> TrainSummary:
+        """Export the weights (main process), record why the run stopped, close the logs."""
+        acc = self.accelerator
+        exported = {}
+        if stopped is not None and not (self.out_dir / STOPPED).is_file():
+            weights_step = self.monitor.last_healthy_step if "rolled back" in stopped else self.step
+            if acc.num_processes > 1:
+                holder = [weights_step]
+                broadcast_object_list(holder)
+                weights_step = holder[0]
+            if weights_step == self.step:
+                self.maybe_checkpoint(force=True)
+            if acc.is_main_process:
+                atomic_write_json(self.out_dir / STOPPED, {"reason": stopped, "step": self.step,
+                                                           "weights_step": weights_step})
+        if acc.is_main_process:
+            exported = export_trained(self.out_dir, self.trainable, step=self.step, info=self.info)
+        acc.wait_for_everyone()
+        self.log.close()
+        return TrainSummary(self.out_dir, self.step, stopped, exported, self.failed_products, self.validations,
+                            main_process=acc.is_main_process)
 
 
 def build_reward(rc) -> WeightedReward:

@@ -1,5 +1,5 @@
 """Periodic validation of an RFFT run on held-out products: the available rate the judge gives full
-generations, a sample grid, and the collapse monitor (SPEC §5: unregularised feedback fine-tuning
+generations, a sample grid, and the collapse monitor (docs/method.md §5: unregularised feedback fine-tuning
 collapses to uniform, adversarial-looking backgrounds while the available rate soars).
 
 Collapse is measured against the original model on the same products and seeds: background

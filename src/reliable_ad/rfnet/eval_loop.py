@@ -14,32 +14,12 @@ import torch
 
 from reliable_ad.core.labels import AVAILABLE_INDEX
 from reliable_ad.core.io import atomic_write_json, atomic_write_text
+from reliable_ad.training.accelerator import make_accelerator
+from reliable_ad.training.config import RuntimeConfig
 
 logger = logging.getLogger(__name__)
 
 TRAINING_FILE = "training.json"  # in a trained model's folder: the data and split it was trained on
-
-
-def make_accelerator(mixed_precision: str, device: str, *, grad_accum_steps: int = 1, log_dir: Path | None = None):
-    """An Accelerator: CPU when asked or without CUDA; mixed precision "auto" = bf16 (else fp16) on GPU.
-
-    ``log_dir``: TensorBoard logging there when tensorboard is installed (a warning otherwise).
-    """
-    from accelerate import Accelerator
-    from accelerate.utils import is_tensorboard_available
-
-    cpu = device == "cpu" or not torch.cuda.is_available()
-    if mixed_precision == "auto":
-        mixed_precision = "no" if cpu else ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
-    tensorboard = log_dir is not None and is_tensorboard_available()
-    accelerator = Accelerator(
-        cpu=device == "cpu", mixed_precision=mixed_precision, gradient_accumulation_steps=grad_accum_steps,
-        log_with="tensorboard" if tensorboard else None, project_dir=str(log_dir) if tensorboard else None,
-    )
-    if log_dir is not None and not tensorboard and accelerator.is_main_process:
-        logger.warning("TensorBoard logging is off (pip install tensorboard); metrics go to %s",
-                       log_dir / "metrics.jsonl")
-    return accelerator
 
 
 def make_loader(dataset, batch_size: int, num_workers: int) -> torch.utils.data.DataLoader:
@@ -141,7 +121,7 @@ def evaluate_model(model: str, sources: list[Any], out: str | Path, *, split: st
 
     if split not in ("all", *SPLIT_NAMES):
         raise ValueError(f"split={split!r} must be 'all' or one of {SPLIT_NAMES}")
-    accelerator = make_accelerator(mixed_precision, device)
+    accelerator = make_accelerator(RuntimeConfig(device=device, mixed_precision=mixed_precision))
     rfnet, processor, spec, fingerprint = load_for_inference(model, depth=depth, salience=salience)
     trained = _training_info(model)
     unsuitable = unsuitable or trained.get("unsuitable", "drop")

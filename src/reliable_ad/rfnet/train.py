@@ -1,12 +1,13 @@
-"""`reliable-ad rfnet train`: train RFNet or a baseline with accelerate (SPEC §3), on CPU, one GPU,
-several GPUs or nodes (`accelerate launch`), with exact resume.
+"""`reliable-ad rfnet train`: train RFNet or a baseline with accelerate (docs/method.md §3), on CPU,
+one GPU, several GPUs or nodes (`accelerate launch`), with exact resume.
 
-Layout of ``--out``::
+Layout of ``--out`` (the accelerator, checkpoints, log and resume check are `reliable_ad.training`'s)::
 
     config.json                 the resolved TrainConfig (a resumed run must match it)
     data.json                   samples, splits, class counts and weights, data problems
     logs/metrics.jsonl          training and evaluation metrics (always); logs/tensorboard/ when installed
     checkpoints/step_XXXXXXXX/  accelerate state (model, optimizer, scheduler, RNG) + trainer_state.json
+                                (epoch, batch in the epoch, step)
     model/                      the final RFNet (temperature fitted on val) + modalities.json
     eval/{val,test}/            metrics.json (+ PNGs with matplotlib), predictions.jsonl
 
@@ -20,8 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,11 +31,11 @@ import torch.nn.functional as F
 
 from reliable_ad.core.config import merge_dicts
 from reliable_ad.rfnet.config import RFNetConfig
-from reliable_ad.rfnet.eval_loop import TRAINING_FILE, evaluate_split, make_accelerator, make_loader, predict
+from reliable_ad.rfnet.eval_loop import TRAINING_FILE, evaluate_split, make_loader, predict
 from reliable_ad.rfnet.inspector import build_estimators
 from reliable_ad.rfnet.modality_spec import ModalitySpec, resolve_modality_spec, save_rfnet
 from reliable_ad.data.splits import class_weights
-from reliable_ad.rfnet.train_config import TrainConfig
+from reliable_ad.rfnet.train_config import RENAMED, RESUME_IDENTITY, RESUME_MAY_CHANGE, TrainConfig
 from reliable_ad.rfnet.trainer_data import (
     EpochSampler,
     ModelInputs,
@@ -46,12 +45,14 @@ from reliable_ad.rfnet.trainer_data import (
     collate_robust,
     estimators_needed,
 )
-from reliable_ad.core.io import append_jsonl, atomic_write_json
+from reliable_ad.core.io import atomic_write_json
+from reliable_ad.training.accelerator import make_accelerator
+from reliable_ad.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from reliable_ad.training.config import rename_keys
+from reliable_ad.training.resume import check_resume_config, write_run_config
+from reliable_ad.training.runlog import RunLog
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINTS = "checkpoints"
-TRAINER_STATE = "trainer_state.json"  # written last: a checkpoint without it is incomplete
 
 
 # --- set-up ----------------------------------------------------------------------------------------
@@ -81,66 +82,15 @@ def build_model(section) -> tuple[Any, Any, Any]:
     return model, processor, spec
 
 
-def _check_resume_config(out: Path, config: TrainConfig) -> None:
-    path = out / "config.json"
-    if path.is_file():
-        old = TrainConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
-        changed = [k for k, v in config.identity().items() if old.identity().get(k) != v]
-        if changed and _latest_checkpoint(out) is not None:
-            raise ValueError(f"{out} holds a training run with a different config ({', '.join(changed)} differ); "
-                             "rerun with the same config to resume, or choose another --out")
+def save(run: Run) -> None:
+    """Checkpoint the run (every process; see `reliable_ad.training.checkpoint`)."""
+    save_checkpoint(run.accelerator, run.out, run.state["step"], run.state, keep=run.config.runtime.keep_checkpoints)
+    run.last_saved = run.state["step"]
 
 
-def _latest_checkpoint(out: Path) -> Path | None:
-    done = sorted(p for p in (out / CHECKPOINTS).glob("step_*") if (p / TRAINER_STATE).is_file())
-    return done[-1] if done else None
-
-
-def save_checkpoint(run: Run) -> None:
-    """accelerate's save_state into a hidden folder, then renamed: a checkpoint is whole or absent."""
-    accelerator, state = run.accelerator, run.state
-    folder = run.out / CHECKPOINTS
-    final = folder / f"step_{state['step']:08d}"
-    tmp = folder / f".step_{state['step']:08d}.tmp"
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        atomic_write_json(tmp / TRAINER_STATE, state)
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-        done = sorted(p for p in folder.glob("step_*") if (p / TRAINER_STATE).is_file())
-        for old in done[: -run.config.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-    run.last_saved = state["step"]
-
-
-class RunLog:
-    """metrics.jsonl always (main process); TensorBoard through accelerate's tracker when installed."""
-
-    def __init__(self, accelerator, out: Path, config: TrainConfig):
-        self.accelerator = accelerator
-        self.path = out / "logs" / "metrics.jsonl"
-        if accelerator.log_with:
-            flat = {k: str(v) for k, v in _flatten(config.to_dict()).items()}
-            accelerator.init_trackers("tensorboard", config=flat)
-
-    def __call__(self, record: dict[str, Any], step: int) -> None:
-        if self.accelerator.log_with:
-            self.accelerator.log({k: v for k, v in record.items() if isinstance(v, (int, float))}, step=step)
-        if self.accelerator.is_main_process:
-            append_jsonl(self.path, {"step": step, **record, "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
-
-
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
+def _upgrade_stored(config: dict) -> dict:
+    """A config.json written before the shared vocabulary, in today's names (for the resume check)."""
+    return rename_keys(config, RENAMED, warn=False)
 
 
 def weighted_loss(logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor,
@@ -179,7 +129,7 @@ class Run:
 
     @property
     def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.loader) / self.config.optim.grad_accum_steps)
+        return math.ceil(len(self.loader) / self.config.optim.gradient_accumulation_steps)
 
 
 def train(config: TrainConfig, out_dir: str | Path, *, progress: bool = True) -> dict[str, Any]:
@@ -187,7 +137,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, progress: bool = True) ->
     run = prepare(config, Path(out_dir))
     train_epochs(run, progress=progress)
     if run.last_saved != run.state["step"]:
-        save_checkpoint(run)
+        save(run)
     data = config.data
     training = {"sources": [s.path for s in data.sources], "unsuitable": data.unsuitable,
                 "split_fractions": list(data.split_fractions), "split_seed": data.split_seed,
@@ -195,7 +145,8 @@ def train(config: TrainConfig, out_dir: str | Path, *, progress: bool = True) ->
     final = finish(run.accelerator, run.model, run.processor, run.spec, run.splits.datasets, run.inputs_of, run.out,
                    training=training, batch_size=config.eval_batch_size or config.optim.batch_size,
                    num_workers=config.num_workers)
-    run.log({f"{split}/{k}": v for split, m in final.items() for k, v in _headline(m).items()}, run.state["step"])
+    run.log.log(run.state["step"], {f"{split}/{k}": v for split, m in final.items() for k, v in _headline(m).items()})
+    run.log.close()
     run.accelerator.end_training()
     return final
 
@@ -207,12 +158,14 @@ def prepare(config: TrainConfig, out: Path) -> Run:
     opt = config.optim
     if not config.data.sources:
         raise ValueError("data.sources is empty; give at least one RF1M folder, run manifest or annotation export")
-    accelerator = make_accelerator(config.mixed_precision, config.device, grad_accum_steps=opt.grad_accum_steps,
-                                   log_dir=out / "logs")
-    _check_resume_config(out, config)
+    accelerator = make_accelerator(config.runtime, gradient_accumulation_steps=opt.gradient_accumulation_steps)
+    latest = latest_checkpoint(out)
+    if latest is not None:  # a run that never checkpointed may start over with another config
+        check_resume_config(out, config.to_dict(), RESUME_IDENTITY, ignore=RESUME_MAY_CHANGE, upgrade=_upgrade_stored,
+                            write=False)
     if accelerator.is_main_process:
-        config.save(out / "config.json")
-    set_seed(config.seed)
+        write_run_config(out, config.to_dict())
+    set_seed(config.runtime.seed)
 
     # 1. model, data, and the estimators for the maps the data has not cached
     model, processor, spec = build_model(config.model)
@@ -234,15 +187,15 @@ def prepare(config: TrainConfig, out: Path) -> Run:
     inputs_of = ModelInputs(model.config, processor, estimators, accelerator.device)
 
     # 2. loader (order fixed by seed and epoch), AdamW, lr x gamma at each milestone epoch, per optimizer step
-    sampler = EpochSampler(len(train_set), config.seed)
+    sampler = EpochSampler(len(train_set), config.runtime.seed)
     loader = torch.utils.data.DataLoader(
         RobustDataset(train_set), batch_size=opt.batch_size, sampler=sampler, num_workers=config.num_workers,
-        collate_fn=collate_robust, generator=torch.Generator().manual_seed(config.seed),  # not the global RNG
+        collate_fn=collate_robust, generator=torch.Generator().manual_seed(config.runtime.seed),  # not the global RNG
         pin_memory=accelerator.device.type == "cuda",
     )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=opt.learning_rate, weight_decay=opt.weight_decay)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    steps_per_epoch = math.ceil(len(loader) / opt.grad_accum_steps)
+    steps_per_epoch = math.ceil(len(loader) / opt.gradient_accumulation_steps)
     milestones = [m * steps_per_epoch for m in opt.lr_milestones]
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer.optimizer, lambda step: opt.lr_gamma ** sum(step >= m for m in milestones)
@@ -251,15 +204,15 @@ def prepare(config: TrainConfig, out: Path) -> Run:
     class_w = None if opt.class_weighting == "none" else torch.tensor(weights, dtype=torch.float32,
                                                                       device=accelerator.device)
     run = Run(config, out, accelerator, model, processor, spec, splits, inputs_of, sampler, loader, optimizer,
-              scheduler, class_w, RunLog(accelerator, out, config))
+              scheduler, class_w, RunLog(out, tensorboard=config.runtime.tensorboard,
+                                         enabled=accelerator.is_main_process, config=config.to_dict()))
 
     # 3. resume: weights, optimizer, schedule, RNG states, and where in which epoch
-    latest = _latest_checkpoint(out)
     if latest is not None:
-        accelerator.load_state(str(latest))
-        run.state = json.loads((latest / TRAINER_STATE).read_text(encoding="utf-8"))
+        state = load_checkpoint(accelerator, latest[1])
+        run.state = {k: int(state[k]) for k in ("epoch", "batch_in_epoch", "step")}
         run.last_saved = run.state["step"]
-        logger.info("resumed from %s (epoch %d, step %d)", latest, run.state["epoch"], run.state["step"])
+        logger.info("resumed at epoch %d, step %d", run.state["epoch"], run.state["step"])
     return run
 
 
@@ -267,7 +220,7 @@ def train_epochs(run: Run, *, progress: bool = True) -> None:
     """Optimizer steps until the schedule ends or ``optim.max_steps``; checkpoints on the way."""
     from tqdm.auto import tqdm
 
-    config, opt, state, accelerator = run.config, run.config.optim, run.state, run.accelerator
+    runtime, opt, state, accelerator = run.config.runtime, run.config.optim, run.state, run.accelerator
     total = opt.epochs * run.steps_per_epoch
     stop_at = min(total, opt.max_steps) if opt.max_steps else total
     bar = tqdm(total=stop_at, initial=min(state["step"], stop_at), desc="rfnet train", unit="step",
@@ -287,19 +240,20 @@ def train_epochs(run: Run, *, progress: bool = True) -> None:
             run.scheduler.step()
             state["step"] += 1
             bar.update(1)
-            if state["step"] % config.log_every == 0 or state["step"] == stop_at:
+            if state["step"] % runtime.log_every == 0 or state["step"] == stop_at:
                 mean = accelerator.reduce(torch.stack(losses).mean(), "mean")
-                run.log({"train/loss": float(mean), "lr": run.scheduler.get_last_lr()[0], "epoch": state["epoch"]},
-                        state["step"])
+                run.log.log(state["step"], {"train/loss": float(mean), "lr": run.scheduler.get_last_lr()[0],
+                                            "epoch": state["epoch"]})
                 losses.clear()
-            if state["step"] % config.checkpoint_every == 0 and state["step"] < stop_at:
-                save_checkpoint(run)
+            every = runtime.checkpoint_every
+            if every and state["step"] % every == 0 and state["step"] < stop_at:
+                save(run)
             if state["step"] >= stop_at:
                 break
         else:  # the epoch ran out
             state["epoch"] += 1
             state["batch_in_epoch"] = 0
-            if config.eval_every_epoch and len(run.splits.datasets["val"]):
+            if run.config.eval_every_epoch and len(run.splits.datasets["val"]):
                 _log_val(run)
     bar.close()
 
@@ -338,8 +292,8 @@ def _log_val(run: Run) -> None:
         weight = None if run.class_weights is None else run.class_weights.cpu()
         loss = float(F.cross_entropy(torch.from_numpy(logits), torch.from_numpy(labels), weight=weight))
         preds = logits.argmax(1)
-        run.log({"val/loss": loss, "val/accuracy": accuracy(labels, preds),
-                 "val/macro_f1": macro_f1(labels, preds, logits.shape[1])}, run.state["step"])
+        run.log.log(run.state["step"], {"val/loss": loss, "val/accuracy": accuracy(labels, preds),
+                                        "val/macro_f1": macro_f1(labels, preds, logits.shape[1])})
 
 
 def finish(accelerator, model, processor, spec, datasets, inputs_of, out: Path, *, training: dict[str, Any],

@@ -1,11 +1,16 @@
-"""Configuration of `reliable-ad rfnet train` (SPEC §3): typed nested dataclasses, validated at construction.
+"""Configuration of `reliable-ad rfnet train` (docs/method.md §3): typed nested dataclasses, validated
+at construction.
 
-Defaults are the paper's schedule (notes): AdamW, lr 1e-4 divided by 10 at epoch 5, 10 epochs, on
+Defaults are the paper's schedule: AdamW, learning rate 1e-4 divided by 10 at epoch 5, 10 epochs, on
 the rfnet-r50 preset with DPT depth and U2-Net-p salience. The paper's baselines and the modality
 ablation are configs of the same trainer:
 
     model: {source: baseline-resnet50}                           # generated image only
     model: {source: rfnet-r50, overrides: {modalities: {depth: false}}}   # RFNet without I_d
+
+``optim`` and ``runtime`` use the vocabulary RFFT uses too (`reliable_ad.training.config`); files with
+the older names (``optim.lr``, ``optim.grad_accum_steps``, top-level ``seed``, ``device``, ...) load
+with a FutureWarning naming the new key (`RENAMED`), and so do the constructors' old keywords.
 """
 
 from __future__ import annotations
@@ -18,16 +23,30 @@ from typing import Any
 
 from reliable_ad.core.config import check, from_dict, load_config_file, load_yaml, merge_dicts, to_dict
 from reliable_ad.data.splits import WEIGHT_SCHEMES
+from reliable_ad.training import config as shared
+from reliable_ad.core.io import atomic_write_text
+from reliable_ad.training.config import accepts_old_names, check_int, rename_keys
+from reliable_ad.training.resume import identity_view
 
 SOURCE_KINDS = ("auto", "rf1m", "manifest", "annotations")
-MIXED_PRECISION = ("auto", "no", "fp16", "bf16")
-DEVICES = ("auto", "cpu")
 
+# old dotted key -> new dotted key (old config files still load, with a FutureWarning)
+RENAMED = {
+    "optim.lr": "optim.learning_rate",
+    "optim.grad_accum_steps": "optim.gradient_accumulation_steps",
+    "seed": "runtime.seed",
+    "mixed_precision": "runtime.mixed_precision",
+    "device": "runtime.device",
+    "log_every": "runtime.log_every",
+    "checkpoint_every": "runtime.checkpoint_every",
+    "keep_checkpoints": "runtime.keep_checkpoints",
+}
 
+_TOP_LEVEL_RENAMED = {old: new for old, new in RENAMED.items() if "." not in old}
 
-def _positive_int(value: Any, name: str, minimum: int = 1) -> None:
-    check(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
-           f"{name}={value!r} must be an int >= {minimum}")
+# what a resumed run must share with the run it resumes (everything that changes the weights)
+RESUME_IDENTITY = ("data", "model", "optim", "runtime.seed")
+RESUME_MAY_CHANGE = ("optim.max_steps",)
 
 
 @dataclass
@@ -75,78 +94,72 @@ class ModelSection:
         check(isinstance(self.source, str) and bool(self.source), f"model.source={self.source!r} must be a name")
         check(isinstance(self.overrides, dict), f"model.overrides={self.overrides!r} must be a mapping")
         if self.map_size is not None:
-            _positive_int(self.map_size, "model.map_size", 8)
+            check_int(self.map_size, "model.map_size", 8)
+
+
+@accepts_old_names({"lr": "learning_rate", "grad_accum_steps": "gradient_accumulation_steps"})
+@dataclass
+class OptimConfig(shared.OptimConfig):
+    """The shared optimizer settings with RFNet's defaults, plus the paper's epoch schedule."""
+
+    learning_rate: float = 1e-4  # AdamW (paper: 1e-4)
+    weight_decay: float = 0.01  # not published; torch's default
+    batch_size: int = 32  # per process (the global batch is this x processes x gradient_accumulation_steps)
+    max_steps: int | None = None  # stop after this many optimizer steps (smoke runs); the schedule is unchanged
+    epochs: int = 10  # paper: 10
+    lr_milestones: list[int] = field(default_factory=lambda: [5])  # epochs where the learning rate x lr_gamma
+    lr_gamma: float = 0.1  # paper: learning rate / 10 at epoch 5
+    class_weighting: str = "none"  # none | inverse | sqrt_inverse (train-split class counts)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int(self.epochs, "optim.epochs")
+        check(all(isinstance(m, int) and m >= 1 for m in self.lr_milestones),
+              f"optim.lr_milestones={self.lr_milestones!r} must be epoch numbers >= 1, e.g. [5]")
+        check(0 < self.lr_gamma <= 1, f"optim.lr_gamma={self.lr_gamma} must be in (0, 1] (paper: 0.1)")
+        check(self.class_weighting in WEIGHT_SCHEMES,
+              f"optim.class_weighting={self.class_weighting!r} must be one of {WEIGHT_SCHEMES}")
 
 
 @dataclass
-class OptimConfig:
-    epochs: int = 10  # paper: 10
-    lr: float = 1e-4  # AdamW learning rate (paper: 1e-4)
-    lr_milestones: list[int] = field(default_factory=lambda: [5])  # epochs where lr is multiplied by lr_gamma
-    lr_gamma: float = 0.1  # paper: lr / 10 at epoch 5
-    weight_decay: float = 0.01  # AdamW decoupled weight decay (not published; torch's default)
-    batch_size: int = 32  # per process (the global batch is this x processes x grad_accum_steps)
-    grad_accum_steps: int = 1  # optimizer step every this many batches
-    max_grad_norm: float | None = 1.0  # clip the global gradient norm; None = no clipping
-    class_weighting: str = "none"  # none | inverse | sqrt_inverse (train-split class counts)
-    max_steps: int | None = None  # stop after this many optimizer steps (smoke runs); the schedule is unchanged
+class RuntimeConfig(shared.RuntimeConfig):
+    """The shared runtime settings with RFNet training's defaults."""
 
-    def __post_init__(self) -> None:
-        _positive_int(self.epochs, "optim.epochs")
-        check(self.lr > 0, f"optim.lr={self.lr} must be > 0 (paper: 1e-4)")
-        check(all(isinstance(m, int) and m >= 1 for m in self.lr_milestones),
-               f"optim.lr_milestones={self.lr_milestones!r} must be epoch numbers >= 1, e.g. [5]")
-        check(0 < self.lr_gamma <= 1, f"optim.lr_gamma={self.lr_gamma} must be in (0, 1] (paper: 0.1)")
-        check(self.weight_decay >= 0, f"optim.weight_decay={self.weight_decay} must be >= 0")
-        _positive_int(self.batch_size, "optim.batch_size")
-        _positive_int(self.grad_accum_steps, "optim.grad_accum_steps")
-        check(self.max_grad_norm is None or self.max_grad_norm > 0,
-               f"optim.max_grad_norm={self.max_grad_norm} must be > 0 or null")
-        check(self.class_weighting in WEIGHT_SCHEMES,
-               f"optim.class_weighting={self.class_weighting!r} must be one of {WEIGHT_SCHEMES}")
-        if self.max_steps is not None:
-            _positive_int(self.max_steps, "optim.max_steps")
+    mixed_precision: str = "auto"  # auto = bf16 (fp16 without bf16 support) on GPU, no on CPU
+    log_every: int = 20
+    checkpoint_every: int = 1000  # 0 = only at the end (one is always saved at the end)
+    keep_checkpoints: int = 2
 
 
+@accepts_old_names(_TOP_LEVEL_RENAMED)  # TrainConfig(seed=...) etc. still work, with a FutureWarning
 @dataclass
 class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelSection = field(default_factory=ModelSection)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    mixed_precision: str = "auto"  # auto = bf16 (fp16 without bf16 support) on GPU, no on CPU
-    device: str = "auto"  # auto = the launcher's / cuda if available; cpu forces the CPU
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # seed (model init, data order, dropout), ...
     num_workers: int = 4  # DataLoader worker processes per training process
     eval_batch_size: int | None = None  # None = optim.batch_size
     eval_every_epoch: bool = True  # log val loss, accuracy and macro-F1 after each epoch
-    checkpoint_every: int = 1000  # optimizer steps between checkpoints (one is always saved at the end)
-    keep_checkpoints: int = 2  # most recent checkpoints kept
-    log_every: int = 20  # optimizer steps between log lines (JSONL, and TensorBoard when installed)
-    seed: int = 0  # model init (with the preset's seed), data order, dropout
 
     def __post_init__(self) -> None:
-        check(self.mixed_precision in MIXED_PRECISION,
-               f"mixed_precision={self.mixed_precision!r} must be one of {MIXED_PRECISION}")
-        check(self.device in DEVICES, f"device={self.device!r} must be one of {DEVICES}")
-        _positive_int(self.num_workers, "num_workers", 0)
+        check_int(self.num_workers, "num_workers", 0)
         if self.eval_batch_size is not None:
-            _positive_int(self.eval_batch_size, "eval_batch_size")
-        _positive_int(self.checkpoint_every, "checkpoint_every")
-        _positive_int(self.keep_checkpoints, "keep_checkpoints")
-        _positive_int(self.log_every, "log_every")
-        _positive_int(self.seed, "seed", 0)
+            check_int(self.eval_batch_size, "eval_batch_size")
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)
 
     def identity(self) -> dict[str, Any]:
         """What a resumed run must share with the run it resumes (everything that changes the weights)."""
-        d = self.to_dict()
-        d["optim"].pop("max_steps")
-        return {k: d[k] for k in ("data", "model", "optim", "seed")}
+        return identity_view(self.to_dict(), RESUME_IDENTITY, RESUME_MAY_CHANGE)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        return from_dict(cls, data)
+    def from_dict(cls, data: dict[str, Any], *, warn: bool = True) -> TrainConfig:
+        """From plain data; older key names are moved to today's (`RENAMED`) with a FutureWarning unless
+        ``warn`` is False. A run's config.json loads too (its ``reliable_ad_version`` is dropped)."""
+        data = {k: v for k, v in data.items() if k != "reliable_ad_version"}
+        return from_dict(cls, rename_keys(data, RENAMED, where="rfnet train config", warn=warn))
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -154,22 +167,21 @@ class TrainConfig:
 
         YAML plain scalars like ``1e-4`` are floats (``reliable_ad.core.config.load_yaml``, shared by every command).
         """
-        data = load_config_file(path) if path else {}
-        return cls.from_dict(merge_dicts(data, overrides or {}))
+        data = rename_keys(load_config_file(path), RENAMED, where=str(path)) if path else {}
+        # old names on either side are renamed first, so that an override meets the key it overrides
+        return cls.from_dict(merge_dicts(data, rename_keys(overrides or {}, RENAMED, where="command line")))
 
     def save(self, path: str | os.PathLike) -> Path:
-        from reliable_ad.core.io import atomic_write_text
-
         return atomic_write_text(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:
-    """``["optim.lr=3e-5", "model.overrides.modalities.depth=false"]`` -> nested dict (YAML values)."""
+    """``["optim.learning_rate=3e-5", "model.overrides.modalities.depth=false"]`` -> nested dict (YAML values)."""
     out: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key.strip() or any(not part for part in key.split(".")):
-            raise ValueError(f"--set {item!r} must look like section.key=value, e.g. optim.lr=3e-5")
+            raise ValueError(f"--set {item!r} must look like section.key=value, e.g. optim.learning_rate=3e-5")
         node = out
         *parents, leaf = key.strip().split(".")
         for part in parents:
