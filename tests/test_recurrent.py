@@ -12,7 +12,7 @@ from reliable_ad.recurrent.config import RecurrentConfig, RunConfig
 from reliable_ad.recurrent.loop import Attempt, Outcome, make_acceptor, recurrent_generation
 from reliable_ad.recurrent.policies import plan_attempt
 from reliable_ad.core.labels import CLASS_NAMES
-from reliable_ad.rfnet.judge import JudgeConfig
+from reliable_ad.rfnet.config import JudgeConfig
 
 
 @dataclass

@@ -156,11 +156,11 @@ def test_rfnet_judge_gradient_reaches_the_image_and_maps_are_detached():
 def test_the_rfft_judge_uses_the_estimators_its_rfnet_was_trained_with():
     """`rfft train --rfnet X` judges with X's own depth and salience estimators (its modalities.json),
     the same ones `run` and `inspect` use, not the paper's defaults."""
-    from reliable_ad.rfft.config import FeedbackConfig
+    from reliable_ad.rfnet.config import JudgeConfig
     from reliable_ad.rfft.feedback import RFNetJudge
     from reliable_ad.rfnet.inspector import Inspector
 
-    cfg = FeedbackConfig(rfnet="synthad")
+    cfg = JudgeConfig(rfnet="synthad")
     judge = RFNetJudge.from_pretrained(cfg.rfnet, depth=cfg.depth, salience=cfg.salience)
     inspector = Inspector.from_pretrained("synthad")
     assert inspector.spec.depth == "synthad" and inspector.spec.salience == "synthad"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from reliable_ad.generation.config import GenerateConfig, validate_generate_config
-from reliable_ad.rfnet.judge import JudgeConfig
+from reliable_ad.rfnet.config import JudgeConfig
 
 RETRY_POLICIES = ("reseed", "defect_aware")
 

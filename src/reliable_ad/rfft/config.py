@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from reliable_ad.rfnet.config import JudgeConfig
 from reliable_ad.core.config import check
 from reliable_ad.generation.config import ModelConfig, ProductConfig, SamplingConfig
 from reliable_ad.training import config as shared
@@ -39,19 +40,6 @@ class DataConfig:
     def __post_init__(self) -> None:
         check(0.0 <= self.validation_fraction < 1.0,
                f"data.validation_fraction={self.validation_fraction} must be in [0, 1)")
-
-
-@dataclass
-class FeedbackConfig:
-    rfnet: str | None = None  # trained RFNet: folder, hub id or preset name ("tiny" only for smoke tests)
-    depth: str | None = None  # depth estimator for RFNet's I_d; None = the one the RFNet was trained with
-    salience: str | None = None  # salience estimator for I_s; None = the one the RFNet was trained with
-    available_threshold: float | None = None  # p(Available) to accept in validation; None = RFNet's argmax
-
-    def __post_init__(self) -> None:
-        if self.available_threshold is not None:
-            check(0.0 < self.available_threshold < 1.0,
-                   f"feedback.available_threshold={self.available_threshold} must be in (0, 1), or None for argmax")
 
 
 @dataclass
@@ -160,7 +148,9 @@ class RFFTConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)  # paper: DDIM 40 steps, CFG 7.5, clip skip 2
     rf_interval: tuple[int, int] = (30, 40)  # graded step drawn uniformly from step indices [start, end) (paper: 30-40)
     data: DataConfig = field(default_factory=DataConfig)
-    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    # the judge RFFT learns from, with the acceptance rule its validation counts by (the same JudgeConfig as
+    # `run` and `inspect`; None depth/salience = the ones the RFNet was trained with)
+    feedback: JudgeConfig = field(default_factory=JudgeConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     trainable: TrainableConfig = field(default_factory=TrainableConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -15,7 +15,7 @@ import torch
 from reliable_ad.core.labels import accepts
 from reliable_ad.rfnet.judge import RFNetJudge
 
-__all__ = ["RFNetJudge", "judge_decide"]
+__all__ = ["RFNetJudge", "judge_decide", "last_decisions"]
 
 
 def judge_decide(judge, generated01: torch.Tensor, product01: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
@@ -26,3 +26,13 @@ def judge_decide(judge, generated01: torch.Tensor, product01: torch.Tensor, capt
     with torch.no_grad():
         p = judge(generated01, product01, captions).exp()
     return torch.tensor([accepts(-1, float(x), "threshold", 0.5) for x in p], device=p.device)
+
+
+def last_decisions(judge, p_available: torch.Tensor) -> torch.Tensor:
+    """(B,) bool: what the judge's own acceptance rule said of the images of its last call (RFNetJudge
+    keeps it, computed from the full class probabilities); an analytic judge accepts by the threshold
+    rule at 0.5, as in :func:`judge_decide`."""
+    decided = getattr(judge, "last_decisions", None)
+    if decided is not None and len(decided) == len(p_available):
+        return decided
+    return torch.tensor([accepts(-1, float(x), "threshold", 0.5) for x in p_available.detach()])

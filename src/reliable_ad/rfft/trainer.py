@@ -38,7 +38,7 @@ from reliable_ad.generation.weighting import encode_prompt_pair, encode_weighted
 from reliable_ad.rfft.config import RFFTConfig
 from reliable_ad.rfft.data import RealAd, TrainItem, batch_indices, read_items, read_real_ads
 from reliable_ad.rfft.export import export_trained
-from reliable_ad.rfft.feedback import RFNetJudge, judge_decide
+from reliable_ad.rfft.feedback import RFNetJudge, judge_decide, last_decisions
 from reliable_ad.rfft.losses import (
     WeightedReward,
     consistent_condition_loss,
@@ -167,8 +167,7 @@ class RFFTTrainer:
                                  "'tiny' builds a random one, for smoke tests only")
             judge = RFNetJudge.from_pretrained(cfg.feedback.rfnet, depth=cfg.feedback.depth,
                                                salience=cfg.feedback.salience, device=accelerator.device,
-                                               acceptance="argmax" if cfg.feedback.available_threshold is None
-                                               else "threshold", threshold=cfg.feedback.available_threshold or 0.5)
+                                               acceptance=cfg.feedback.acceptance, threshold=cfg.feedback.threshold)
         rewards = list(rewards) + [build_reward(r) for r in cfg.loss.rewards]
         return cls(cfg, out_dir, pipe=pipe, info=info, judge=judge, train_items=train, val_items=val,
                    real_ads=real_ads, rewards=rewards, accelerator=accelerator, failed_products=failed)
@@ -253,7 +252,7 @@ class RFFTTrainer:
         self.accelerator.backward(loss / cfg.optim.gradient_accumulation_steps)
         p_available = log_p.detach().exp()
         metrics = {"loss": float(loss.detach()), "f_ac": float(f_ac.detach()), "p_available": float(p_available.mean()),
-                   "accepted": float((p_available >= 0.5).float().mean()), "t_index": float(t_index)}
+                   "accepted": float(last_decisions(self.judge, p_available).float().mean()), "t_index": float(t_index)}
         if reg is not None:
             metrics[reg_kind] = float(reg.detach())
         metrics.update({f"reward/{k}": float(v.detach()) for k, v in rewards.items()})

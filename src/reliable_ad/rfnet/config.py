@@ -16,7 +16,7 @@ from typing import Any
 from reliable_ad.core.config import check, load_config_file
 from reliable_ad.core.config import from_dict as _from_dict
 from reliable_ad.core.config import to_dict as _to_dict
-from reliable_ad.core.labels import SUPPORTED_NUM_CLASSES
+from reliable_ad.core.labels import SUPPORTED_NUM_CLASSES, accepts, check_acceptance
 
 IMAGE_ENCODER_TYPES = ("resnet", "vit")  # names of the registry in encoders.py
 IMAGE_MODALITIES = ("product", "generated", "depth", "salience")
@@ -155,3 +155,25 @@ class RFNetConfig:
     def from_file(cls, path: str | Path) -> RFNetConfig:
         """Read a YAML or JSON file holding an RFNetConfig mapping."""
         return cls.from_dict(load_config_file(path))
+
+
+# ---------------------------------------------------------------------------------------------
+# The judge: which RFNet, with which estimators, accepting by which rule (used by run, inspect, rfft)
+
+
+@dataclass
+class JudgeConfig:
+    rfnet: str | None = None  # RFNet: preset, folder or hub id (None: the model preset's own reviewer)
+    depth: str | None = None  # depth estimator; None = the one the RFNet was trained with (its modalities.json)
+    salience: str | None = None  # salience estimator; None = the one the RFNet was trained with
+    acceptance: str = "argmax"  # argmax = RFNet's top class is Available (the paper); threshold = p >= threshold
+    threshold: float = 0.5  # p(Available) that accepts, with acceptance = "threshold"
+    batch_size: int = 16  # images per RFNet call
+
+    def __post_init__(self) -> None:
+        check_acceptance(self.acceptance, self.threshold)
+        check(isinstance(self.batch_size, int) and self.batch_size >= 1,
+              f"judge.batch_size={self.batch_size!r} must be >= 1 (images per RFNet call, default 16)")
+
+    def accepts(self, label_index: int, p_available: float) -> bool:
+        return accepts(label_index, p_available, self.acceptance, self.threshold)

@@ -11,31 +11,12 @@ differentiable view, which shares the same model, estimators and rule.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
-from reliable_ad.core.config import check
 from reliable_ad.core.labels import AVAILABLE_INDEX, accepts, check_acceptance
+from reliable_ad.rfnet.config import JudgeConfig
 from reliable_ad.rfnet.inspector import Inspector, Verdict, build_estimators, load_for_inference
-
-
-@dataclass
-class JudgeConfig:
-    rfnet: str | None = None  # RFNet: preset, folder or hub id (None: the model preset's own reviewer)
-    depth: str | None = None  # depth estimator; None = the one the RFNet was trained with (its modalities.json)
-    salience: str | None = None  # salience estimator; None = the one the RFNet was trained with
-    acceptance: str = "argmax"  # argmax = RFNet's top class is Available (the paper); threshold = p >= threshold
-    threshold: float = 0.5  # p(Available) that accepts, with acceptance = "threshold"
-    batch_size: int = 16  # images per RFNet call
-
-    def __post_init__(self) -> None:
-        check_acceptance(self.acceptance, self.threshold)
-        check(isinstance(self.batch_size, int) and self.batch_size >= 1,
-              f"judge.batch_size={self.batch_size!r} must be >= 1 (images per RFNet call, default 16)")
-
-    def accepts(self, label_index: int, p_available: float) -> bool:
-        return accepts(label_index, p_available, self.acceptance, self.threshold)
 
 
 class Judge:
@@ -98,6 +79,7 @@ class RFNetJudge:
         self.salience = salience
         self.acceptance, self.threshold = acceptance, threshold
         self.available_index = available_index
+        self.last_decisions: torch.Tensor | None = None  # the acceptance rule on the last call's images
 
     @classmethod
     def from_pretrained(cls, rfnet: str, *, depth: str | None = None, salience: str | None = None, device=None,
@@ -126,11 +108,14 @@ class RFNetJudge:
         if log_probs.ndim != 2 or not 0 <= self.available_index < log_probs.shape[1]:
             raise ValueError(f"log_probs has shape {tuple(log_probs.shape)}; expected (B, num_classes) with "
                              f"column {self.available_index} = Available")
+        self.last_decisions = self._rule(log_probs.detach().exp())
         return log_probs[:, self.available_index]
+
+    def _rule(self, probs: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([accepts(int(p.argmax()), float(p[self.available_index]), self.acceptance,
+                                     self.threshold) for p in probs], device=probs.device)
 
     @torch.no_grad()
     def decide(self, generated01: torch.Tensor, product01: torch.Tensor, captions: Sequence[str]) -> torch.Tensor:
         """(B,) bool: the images this judge accepts, by the same rule as :meth:`JudgeConfig.accepts`."""
-        probs = self.log_probs(generated01, product01, captions).exp()
-        return torch.tensor([accepts(int(p.argmax()), float(p[self.available_index]), self.acceptance,
-                                     self.threshold) for p in probs], device=probs.device)
+        return self._rule(self.log_probs(generated01, product01, captions).exp())
