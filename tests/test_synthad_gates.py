@@ -1,0 +1,181 @@
+"""The SynthAd oracle's validity gates (experiments/synthad/gates.py; docs/synthad.md, "Validity gates"):
+the instrument end to end at a small size (8 scenes per class, 48 generated images of the shipped
+generator; about 20 s on 2 cores), its controls (it can pass), and the two gates as tests of what is
+true today. The gates fail today (issue #13), so they are strict xfails: the day the world or the
+oracle is fixed they pass, pytest reports XPASS as a failure, and the xfail marks must go."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+
+from experiments.synthad import gates
+from reliable_ad.core.labels import CLASS_NAMES
+
+PER_CLASS, PRODUCTS, IMAGES_PER_PRODUCT = 8, 16, 3  # GateSettings.quick()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """The instrument as a user runs it (`--quick`), its JSON report read back, and its stderr."""
+    out = tmp_path_factory.mktemp("gates") / "gates.json"
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        rc = gates.main(["--quick", "--no-progress", "--out", str(out)])
+    assert rc == 0
+    return json.loads(out.read_text(encoding="utf-8")), err.getvalue()
+
+
+def _figures(block: dict) -> str:
+    return ", ".join(f"{name} {v['rate']:.2f}" for name, v in block.items())
+
+
+# -- the statistics and the perturbations ----------------------------------------------------------
+
+
+def test_wilson_interval_matches_known_values():
+    assert gates.wilson(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
+    assert gates.wilson(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)
+    assert gates.wilson(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+    assert gates.wilson(0, 0) == (0.0, 1.0)
+    p = gates.proportion(3, 4)
+    assert p["k"] == 3 and p["n"] == 4 and p["rate"] == 0.75 and p["ci95"][0] < 0.75 < p["ci95"][1]
+
+
+def test_perturbations_are_small_seeded_and_stay_uint8():
+    image = gates.render_scenes(1, seed=0)[0].scene.image  # a real scene: smooth regions and edges
+    for pert in gates.PERTURBATIONS:
+        a = pert.apply(image, np.random.default_rng(1))
+        b = pert.apply(image, np.random.default_rng(1))
+        assert a.dtype == np.uint8 and a.shape == image.shape and np.array_equal(a, b), pert.name
+        diff = a.astype(np.float32) - image
+        assert 0 < np.abs(diff).mean() < 12, pert.name  # a change, and an imperceptible one
+        if pert.kind == "noise":
+            assert np.std(diff) == pytest.approx(pert.amount, rel=0.1)
+    white = np.full((4, 4, 3), 250, np.uint8)
+    assert (gates.Perturbation("gain", "gain", 1.03).apply(white, np.random.default_rng(0)) == 255).all()
+
+
+def test_scenes_are_balanced_placed_as_generation_places_them_and_deterministic():
+    from reliable_ad.data.product import prepare_product
+
+    items = gates.render_scenes(3, seed=5)
+    assert sorted(item.scene.label_name for item in items) == sorted(CLASS_NAMES * 3)
+    scale = gates._image_scale()
+    for item in items:
+        assert np.array_equal(prepare_product(item.product.to_product(), 64, scale).alpha > 0, item.scene.mask)
+    again = gates.render_scenes(3, seed=5)
+    assert all(np.array_equal(a.scene.image, b.scene.image) for a, b in zip(items, again))
+    other = gates.render_scenes(3, seed=6)
+    assert not all(np.array_equal(a.scene.image, b.scene.image) for a, b in zip(items, other))
+
+
+def test_gate1_is_deterministic():
+    from reliable_ad.synthad.oracle import OracleInspector
+
+    items = gates.render_scenes(2, seed=1)
+    vae = gates.load_vae()
+    a = gates.gate1(items, vae, OracleInspector())
+    b = gates.gate1(items, vae, OracleInspector())
+    assert np.array_equal(a.pop("_images")["round_trip"], b.pop("_images")["round_trip"])
+    assert a == b
+
+
+# -- the instrument end to end -----------------------------------------------------------------------
+
+
+def _check_proportion(p: dict, n: int | None = None) -> None:
+    assert set(p) >= {"k", "n", "rate", "ci95"}
+    assert n is None or p["n"] == n
+    assert 0 <= p["k"] <= p["n"] and p["rate"] == pytest.approx(p["k"] / p["n"])
+    lo, hi = p["ci95"]
+    assert 0.0 <= lo <= p["rate"] + 1e-4 and p["rate"] - 1e-4 <= hi <= 1.0 and lo < hi
+
+
+def test_the_instrument_runs_end_to_end_and_its_report_is_well_formed(run):
+    report, stderr = run
+    n_scenes, n_images = PER_CLASS * len(CLASS_NAMES), PRODUCTS * IMAGES_PER_PRODUCT
+    s = report["settings"]
+    assert (s["per_class"], s["products"], s["images_per_product"], s["seed"], s["quick"]) == \
+        (PER_CLASS, PRODUCTS, IMAGES_PER_PRODUCT, 0, True)
+    assert s["image_scale"] == gates._image_scale() and s["size"] == 64 and s["vae"].endswith("base/vae")
+    assert [p["name"] for p in s["perturbations"]] == [p.name for p in gates.PERTURBATIONS]
+
+    g1 = report["gate1"]
+    assert g1["n"] == n_scenes and g1["threshold"] == gates.GATE1_MIN_AGREEMENT and len(g1["scenes"]) == n_scenes
+    for part in ("round_trip", "clean"):
+        block = g1[part]
+        assert list(block["per_class"]) == list(CLASS_NAMES)
+        _check_proportion(block["overall"], n_scenes)
+        for name, p in block["per_class"].items():
+            _check_proportion(p, PER_CLASS)
+            row = block["confusion"][name]
+            assert list(row) == list(CLASS_NAMES) and sum(row.values()) == PER_CLASS and row[name] == p["k"]
+    assert sum(v["n"] for v in g1["round_trip"]["per_variant"].values()) == n_scenes
+    assert 0 < g1["round_trip"]["mean_abs_change"] < 40  # the VAE changed the pixels, not beyond recognition
+    worst = min(p["rate"] for p in g1["round_trip"]["per_class"].values())
+    assert g1["holds"] == (worst >= gates.GATE1_MIN_AGREEMENT)
+
+    g2 = report["gate2"]
+    assert g2["n"] == n_images and g2["threshold"] == gates.GATE2_MAX_FLIP_RATE and len(g2["images"]) == n_images
+    _check_proportion(g2["available"], n_images)
+    assert sum(g2["labels"].values()) == n_images
+    for block, n in ((g2, n_images), (g2["control_clean_renders"], n_scenes)):
+        assert list(block["perturbations"]) == [p.name for p in gates.PERTURBATIONS]
+        for p in block["perturbations"].values():
+            _check_proportion(p, n)
+            assert p["k"] == p["to_available"] + p["from_available"]
+            _check_proportion(p["label_changed"], n)
+            assert p["label_changed"]["k"] >= p["k"]  # every flip changes the label
+    flips = {p.name: sum(p.name in row["flipped"] for row in g2["images"]) for p in gates.PERTURBATIONS}
+    assert flips == {name: v["k"] for name, v in g2["perturbations"].items()}
+    assert len({(row["product"], row["k"]) for row in g2["images"]}) == n_images
+    assert g2["holds"] == (max(v["rate"] for v in g2["perturbations"].values()) <= gates.GATE2_MAX_FLIP_RATE)
+    assert report["holds"] == (g1["holds"] and g2["holds"])
+    assert report["seconds"]["total"] > 0
+
+    assert "gate 1: the oracle holds on VAE round-trips" in stderr and "gate 2: verdicts are stable" in stderr
+    for name in [*CLASS_NAMES, "overall", *(p.name for p in gates.PERTURBATIONS)]:
+        assert name in stderr
+
+
+def test_the_controls_hold_so_the_instrument_can_pass(run):
+    """On clean renders the oracle meets gate 1's bar for every class (100% today) and gate 2's
+    perturbations flip none of its decisions: the instrument is able to say "holds"."""
+    report, _ = run
+    clean = report["gate1"]["clean"]
+    assert clean["overall"]["rate"] >= 0.95, _figures(clean["per_class"])
+    assert all(p["rate"] >= gates.GATE1_MIN_AGREEMENT for p in clean["per_class"].values()), \
+        _figures(clean["per_class"])
+    control = report["gate2"]["control_clean_renders"]["perturbations"]
+    assert all(p["rate"] <= gates.GATE2_MAX_FLIP_RATE for p in control.values()), _figures(control)
+
+
+# -- the gates: what is true today ---------------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "issue #13: the oracle is not valid on VAE round-trips. Agreement with the known label, round trip vs "
+    "clean render, at the full size (60 per class, seed 0): Available 0.95, Space 1.00, Size 0.53, "
+    "Indistinct 0.65, Shape 0.25 (overall 0.68) vs 1.00 for every class on clean renders; at this size "
+    "(8 per class): 1.00, 1.00, 0.50, 0.75, 0.25 (overall 0.70)"))
+def test_gate_oracle_holds_on_vae_round_trips(run):
+    report, _ = run
+    per_class = report["gate1"]["round_trip"]["per_class"]
+    assert all(p["rate"] >= gates.GATE1_MIN_AGREEMENT for p in per_class.values()), _figures(per_class)
+    assert report["gate1"]["holds"]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "issue #13: the oracle's Available-vs-not decision on generated images flips under imperceptible "
+    "changes. Flip rates at the full size (300 images): noise sigma 2/3/4: 4.3%/7.0%/8.3%, gain x1.03 5.7%, "
+    "blur sigma 0.5 3.0% (0% for all on clean renders); at this size (48 images): 2.1%/8.3%/8.3%, 4.2%, 0.0%"))
+def test_gate_verdicts_stable_under_imperceptible_changes(run):
+    report, _ = run
+    perturbations = report["gate2"]["perturbations"]
+    assert all(p["rate"] <= gates.GATE2_MAX_FLIP_RATE for p in perturbations.values()), _figures(perturbations)
+    assert report["gate2"]["holds"]
