@@ -187,3 +187,33 @@ def check_batch(db: Database, batch_id: int, k: int) -> dict:
     if still_needed:
         problems.append(f"tasks still need {still_needed} labels")
     return {"tasks": n_tasks, "labels": sum(per_task.values()), "states": states, "problems": problems}
+
+
+def postgres_db():
+    """(Database in a fresh schema of the server RELIABLE_AD_TEST_POSTGRES_URL names, drop()): the
+    PostgreSQL side of the tests' `any_db` fixtures; skips the test when no server is at hand."""
+    import os
+    import uuid
+
+    import pytest
+    from sqlalchemy import create_engine, text
+
+    from reliable_ad.annotation.db import Database, normalize_url, with_schema
+
+    base = os.environ.get("RELIABLE_AD_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("set RELIABLE_AD_TEST_POSTGRES_URL to run the PostgreSQL tests (scripts/ci_services.sh does)")
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = create_engine(normalize_url(base))
+        with admin.begin() as c:
+            c.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as e:  # noqa: BLE001 - no server: skip, as promised
+        pytest.skip(f"PostgreSQL at RELIABLE_AD_TEST_POSTGRES_URL is not reachable: {e}")
+
+    def drop():
+        with admin.begin() as c:
+            c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+    return Database(with_schema(base, schema)), drop

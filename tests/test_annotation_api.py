@@ -5,9 +5,7 @@ tests also on PostgreSQL when RELIABLE_AD_TEST_POSTGRES_URL names a server)."""
 from __future__ import annotations
 
 import json
-import os
 import threading
-import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,12 +16,12 @@ pytest.importorskip("sqlalchemy")
 from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import func, select, text  # noqa: E402
 
-from annotation_helpers import Annotator, check_batch, make_run  # noqa: E402
+from annotation_helpers import Annotator, check_batch, make_run, postgres_db  # noqa: E402
 from reliable_ad.annotation import queue, security  # noqa: E402
 from reliable_ad.annotation.agreement import cohen_kappa, fleiss_kappa  # noqa: E402
 from reliable_ad.annotation.app import create_app  # noqa: E402
 from reliable_ad.annotation.config import AnnotationConfig  # noqa: E402
-from reliable_ad.annotation.db import Database, with_schema  # noqa: E402
+from reliable_ad.annotation.db import Database  # noqa: E402
 from reliable_ad.annotation.exporter import export_jsonl, export_preference, export_rf1m  # noqa: E402
 from reliable_ad.annotation.guidance import LABELS  # noqa: E402
 from reliable_ad.annotation.importer import import_availability, import_preference  # noqa: E402
@@ -45,24 +43,6 @@ def db(tmp_path):
     database.dispose()
 
 
-def _postgres_db():
-    base = os.environ.get("RELIABLE_AD_TEST_POSTGRES_URL")
-    if not base:
-        pytest.skip("set RELIABLE_AD_TEST_POSTGRES_URL to run the PostgreSQL tests (scripts/ci_services.sh does)")
-    from sqlalchemy import create_engine
-
-    from reliable_ad.annotation.db import normalize_url
-
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = create_engine(normalize_url(base))
-        with admin.begin() as c:
-            c.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as e:  # noqa: BLE001 - no server: skip, as promised
-        pytest.skip(f"PostgreSQL at RELIABLE_AD_TEST_POSTGRES_URL is not reachable: {e}")
-    return admin, schema, Database(with_schema(base, schema))
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def any_db(request, tmp_path):
     if request.param == "sqlite":
@@ -70,12 +50,10 @@ def any_db(request, tmp_path):
         yield database
         database.dispose()
         return
-    admin, schema, database = _postgres_db()
+    database, drop = postgres_db()
     yield database
     database.dispose()
-    with admin.begin() as c:
-        c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
+    drop()
 
 
 def _users(database: Database, *names: str, admin: str | None = None) -> dict[str, int]:

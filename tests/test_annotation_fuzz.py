@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import typing
-import uuid
 from urllib.parse import quote, urlencode
 
 import pytest
@@ -21,7 +20,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
-from annotation_helpers import Annotator, make_run  # noqa: E402
+from annotation_helpers import Annotator, make_run, postgres_db  # noqa: E402
 from reliable_ad.annotation import security  # noqa: E402
 from reliable_ad.annotation.app import create_app  # noqa: E402
 from reliable_ad.annotation.config import AnnotationConfig  # noqa: E402
@@ -42,36 +41,12 @@ def fast_password_hashing(monkeypatch):
     monkeypatch.setattr(security, "_SCRYPT_N", 2**8)
 
 
-def _postgres_db():
-    base = os.environ.get("RELIABLE_AD_TEST_POSTGRES_URL")
-    if not base:
-        pytest.skip("set RELIABLE_AD_TEST_POSTGRES_URL to run the PostgreSQL tests (scripts/ci_services.sh does)")
-    from sqlalchemy import create_engine, text
-
-    from reliable_ad.annotation.db import normalize_url, with_schema
-
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = create_engine(normalize_url(base))
-        with admin.begin() as c:
-            c.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as e:  # noqa: BLE001 - no server: skip, as promised
-        pytest.skip(f"PostgreSQL at RELIABLE_AD_TEST_POSTGRES_URL is not reachable: {e}")
-
-    def drop():
-        with admin.begin() as c:
-            c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-    return Database(with_schema(base, schema)), drop
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db(request, tmp_path):
     if request.param == "sqlite":
         database, drop = Database(tmp_path / "annotation.db"), lambda: None
     else:
-        database, drop = _postgres_db()
+        database, drop = postgres_db()
     yield database
     database.dispose()
     drop()

@@ -4,8 +4,6 @@ work, no path traversal, injection strings kept as plain data, imports that fail
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,7 @@ pytest.importorskip("fastapi")
 from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 
-from annotation_helpers import Annotator, make_run  # noqa: E402
+from annotation_helpers import Annotator, make_run, postgres_db  # noqa: E402
 from reliable_ad.annotation import security  # noqa: E402
 from reliable_ad.annotation.app import SESSION_COOKIE, create_app  # noqa: E402
 from reliable_ad.annotation.config import AnnotationConfig  # noqa: E402
@@ -482,36 +480,12 @@ def _int_params(fields) -> list[str]:
     return [f.name for f in fields if f.field_info.annotation is int or int in typing.get_args(f.field_info.annotation)]
 
 
-def _postgres_db():
-    base = os.environ.get("RELIABLE_AD_TEST_POSTGRES_URL")
-    if not base:
-        pytest.skip("set RELIABLE_AD_TEST_POSTGRES_URL to run the PostgreSQL tests (scripts/ci_services.sh does)")
-    from sqlalchemy import create_engine, text
-
-    from reliable_ad.annotation.db import normalize_url, with_schema
-
-    schema = f"test_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = create_engine(normalize_url(base))
-        with admin.begin() as c:
-            c.execute(text(f'CREATE SCHEMA "{schema}"'))
-    except Exception as e:  # noqa: BLE001 - no server: skip, as promised
-        pytest.skip(f"PostgreSQL at RELIABLE_AD_TEST_POSTGRES_URL is not reachable: {e}")
-
-    def drop():
-        with admin.begin() as c:
-            c.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-    return Database(with_schema(base, schema)), drop
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def any_db(request, tmp_path):
     if request.param == "sqlite":
         database, drop = Database(tmp_path / "annotation.db"), lambda: None
     else:
-        database, drop = _postgres_db()
+        database, drop = postgres_db()
     with database.write() as s:
         security.create_user(s, "alice", password=PASSWORD)
         security.create_user(s, "root", "admin", password=PASSWORD)
