@@ -5,6 +5,7 @@ a product's identity; records of the older schema; and what the importer refuses
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import stat
@@ -269,4 +270,23 @@ def test_an_import_with_nothing_valid_makes_no_empty_batch(tmp_path):
         import_availability(db, run, skip_problems=True)
     with db.read() as s:
         assert s.scalar(select(func.count()).select_from(Batch)) == 0
+    db.dispose()
+
+
+def test_product_names_that_would_break_a_label_file_are_made_safe_and_the_run_imports(tiny_run, tmp_path):
+    """A product called "a#b c\\t.png" (legal on disk) gives image names the importer and label files
+    accept; the loop does not break on a file name."""
+    from reliable_ad.annotation.db import Database
+    from reliable_ad.annotation.importer import import_availability
+
+    product = next((tiny_run / "products").glob("*.png"))
+    odd = tmp_path / "in" / "#cup of\ttea's.png"
+    odd.parent.mkdir()
+    shutil.copy(product, odd)
+    out = tmp_path / "run"
+    assert _run([odd], out) == 0
+    names = [r.image for r in _images(out)] + [r.product for r in _images(out)]
+    assert names and all(re.fullmatch(r"[A-Za-z0-9._/+-]+", n) for n in names), names
+    db = Database(tmp_path / "a.db")
+    assert import_availability(db, out).added == len(_images(out))
     db.dispose()

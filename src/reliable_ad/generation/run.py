@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -61,8 +62,17 @@ def output_size(cfg: GenerateConfig) -> int:
     return cfg.sampling.size or (preset.native_size if preset else 512)
 
 
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def safe_stem(product_path: str) -> str:
+    """The product file's stem as it may appear in the names a run writes: characters that label files,
+    URLs or shells treat specially (tabs, newlines, ``#``, spaces, quotes, ...) become ``_``."""
+    return _UNSAFE.sub("_", Path(product_path).stem).strip("._") or "product"
+
+
 def image_name(product_path: str, product_hash: str, attempt: int) -> str:
-    return f"{Path(product_path).stem}-{product_hash[:8]}_{attempt:03d}.png"
+    return f"{safe_stem(product_path)}-{product_hash[:8]}_{attempt:03d}.png"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -85,7 +95,7 @@ class ProductTask:
 
     @property
     def product_id(self) -> str:
-        return f"{Path(self.item.path).stem}-{self.product_hash[:8]}"
+        return f"{safe_stem(self.item.path)}-{self.product_hash[:8]}"
 
     @property
     def rgba(self) -> np.ndarray:
