@@ -67,7 +67,7 @@ def test_every_category_renders_a_cutout_with_its_caption(category):
         # the body colour dominates: the oracle reads the product's colour from it
         body = color_distance(p.rgb[alpha == 255].astype(np.float32), PRODUCT_COLORS[color]) < 60
         assert body.mean() > 0.4, f"{category}: body colour covers only {body.mean():.0%}"
-        p.to_product()  # a valid generation.product.Product
+        p.to_product()  # a valid data.product.Product
 
 
 def test_products_are_deterministic_from_seeds():

@@ -71,7 +71,7 @@ RESUME_MAY_CHANGE = ("optim.max_steps", "runtime.log_every", "runtime.checkpoint
 
 def paste_product(images01: torch.Tensor, product_rgb01: torch.Tensor, alpha01: torch.Tensor) -> torch.Tensor:
     """Differentiable paste-back: the product's own colour over the generated image with the undilated
-    soft alpha (the tensor form of `generation.product.paste_back`). Images (B, 3, S, S) in [0, 1],
+    soft alpha (the tensor form of `data.product.paste_back`). Images (B, 3, S, S) in [0, 1],
     alpha (B, 1, S, S) in [0, 1]; gradient reaches `images01` where alpha < 1."""
     return alpha01 * product_rgb01 + (1.0 - alpha01) * images01
 

@@ -2,7 +2,7 @@
 defect go, before anything is painted. Pure functions on numbers and small arrays.
 
 Every length is planned in pixels of an S x S canvas from fractions of S, so 64 px and 128 px scenes
-are the same scene at two resolutions. The product is scaled with `generation.product.place_product`,
+are the same scene at two resolutions. The product is scaled with `data.product.place_product`,
 exactly as the generation pipeline scales it, so the oracle can find its pixels again.
 """
 

@@ -1,7 +1,7 @@
 """Finding a product in an image by its pasted pixels, so a judge that gets only (product cut-out,
 generated image) knows where the product is.
 
-The generation pipeline pastes the product back pixel-exact (generation.product.paste_back) after
+The generation pipeline pastes the product back pixel-exact (data.product.paste_back) after
 scaling it with `place_product`; so the product's opaque pixels appear unchanged in the image, at
 one of the scales that function produces. The locator tries every longer side L from the image size
 down to 8 px, anchors on the scaled template's rarest colour and checks the whole template there.

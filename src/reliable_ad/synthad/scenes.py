@@ -178,7 +178,7 @@ class Scene:
 
     @cached_property
     def placed(self) -> PlacedProduct:
-        """The placed product (keep_loc at canvas size), for `generation.product.paste_back`."""
+        """The placed product (keep_loc at canvas size), for `data.product.paste_back`."""
         product = product_from_arrays(self.product_rgb, self.product_alpha, self.product.source)
         return place_product(product, self.size, 1.0, keep_loc=True)
 
