@@ -15,6 +15,7 @@ GENERATION_FLAGS = {
     "lora": "model.lora",
     "lora_scale": "model.lora_scale",
     "base_config": "model.base_config",
+    "controlnet_config": "model.controlnet_config",
     "device": "model.device",
     "dtype": "model.dtype",
     "safety_checker": "model.safety_checker",
@@ -50,6 +51,8 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
     m.add_argument("--lora", help="LoRA: hub id, folder or .safetensors file")
     m.add_argument("--lora-scale", type=float, help="LoRA scale, fused into the weights (paper: 0.8)")
     m.add_argument("--base-config", help="for a single-file base model: diffusers folder or hub id with its configs")
+    m.add_argument("--controlnet-config", help="for a single-file ControlNet: diffusers ControlNet folder or hub id "
+                   "with its config.json (offline: a local folder)")
     m.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     m.add_argument("--dtype", choices=DTYPES, help="default: fp16 on CUDA, fp32 on CPU")
     m.add_argument("--no-safety-checker", dest="safety_checker", action="store_const", const=False,

@@ -19,6 +19,7 @@ class ModelConfig:
     lora: str | None = None  # optional LoRA: hub id, folder or .safetensors file
     lora_scale: float = 0.8  # paper: 0.8; fused into the weights
     base_config: str | None = None  # single-file checkpoints: a diffusers folder / hub id with the model configs
+    controlnet_config: str | None = None  # single-file ControlNets: a diffusers ControlNet folder / hub id (config.json)
     device: str = "auto"  # auto = cuda if available, else cpu
     dtype: str = "auto"  # auto = fp16 on CUDA, fp32 on CPU
     safety_checker: bool = True  # used where the base model ships one; flagged images are recorded

@@ -145,8 +145,22 @@ def load_controlnet(src: str, *, dtype: torch.dtype | None = None, config: str |
 
     dtype = dtype or torch.float32
     if source_form(src, "controlnet") == FILE:
-        return ControlNetModel.from_single_file(str(src), config=config, torch_dtype=dtype)
+        return _from_single_file(ControlNetModel, str(src), config, "--controlnet-config", torch_dtype=dtype)
     return ControlNetModel.from_pretrained(str(src), torch_dtype=dtype)
+
+
+def _from_single_file(cls, src: str, config: str | None, flag: str, **kwargs):
+    """``cls.from_single_file``; without ``config`` diffusers fetches the configs from the hub, and offline
+    that fails with a message that does not name our flag, so the error says which flag gives them."""
+    try:
+        return cls.from_single_file(src, config=config, **kwargs)
+    except OSError as e:
+        if config:
+            raise
+        raise OSError(
+            f"{src}: the single-file checkpoint's configs could not be fetched ({e}); offline, give "
+            f"{flag} FOLDER, a diffusers folder with the configs (weights not needed)"
+        ) from e
 
 
 def load_pipeline(cfg: ModelConfig, *, cache_dir: str | os.PathLike | None = None):
@@ -155,12 +169,12 @@ def load_pipeline(cfg: ModelConfig, *, cache_dir: str | os.PathLike | None = Non
 
     resolved = resolve_model(cfg, cache_dir=cache_dir)
     device, dtype = select_device_dtype(cfg.device, cfg.dtype)
-    controlnet = load_controlnet(resolved.controlnet, dtype=dtype)
+    controlnet = load_controlnet(resolved.controlnet, dtype=dtype, config=cfg.controlnet_config)
     kwargs: dict = dict(controlnet=controlnet, torch_dtype=dtype)
     if not cfg.safety_checker:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     if source_form(resolved.base, "model") == FILE:
-        pipe = Pipeline.from_single_file(resolved.base, config=cfg.base_config, **kwargs)
+        pipe = _from_single_file(Pipeline, resolved.base, cfg.base_config, "--base-config", **kwargs)
     else:
         pipe = Pipeline.from_pretrained(resolved.base, **kwargs)
     if pipe.safety_checker is None:
