@@ -174,7 +174,7 @@ def test_lora_load_fuse_changes_output_and_round_trips(tiny_checkpoint, tmp_path
     assert np.abs(a.raw - plain.raw).max() > 1e-4  # the LoRA changes the output
     assert np.abs(a.raw - b.raw).max() <= 1e-6  # folder and single file load the same weights
     assert np.abs(a.raw - c.raw).max() > 1e-5  # the scale is applied
-    assert by_folder.info["hashes"]["lora"].startswith("sha256:")
+    assert by_folder.info["hashes"]["lora"][0].startswith("sha256:")
     # fused weights equal the unfused adapter at the same scale
     unfused = AdGenerator.from_config(ModelConfig(model="tiny"), SamplingConfig(**FAST))
     unfused.pipe.load_lora_weights(str(tmp_path / "lora"), adapter_name="x")

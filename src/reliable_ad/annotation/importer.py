@@ -192,6 +192,8 @@ def _manifest_task(obj: dict, run_dir: Path, files: _Files, roots: list[Path]) -
         product_id = _text(record.product_id or (record.product_hash or "")[:16]
                            or (product or image).stem, "product_id", 255)
         meta = {k: getattr(record, k) for k in META_KEYS if getattr(record, k) is not None}
+        if record.nsfw:  # the safety checker flagged the image: the media routes serve it blurred
+            meta["nsfw"] = True
         if len(json.dumps(meta, default=str)) > MAX_META:
             raise ValueError(f"prompt and settings take over {MAX_META:,} characters")
     except ValueError as e:
@@ -423,7 +425,8 @@ def import_preference(db: Database, runs: list[str | os.PathLike], *, methods: l
             task = Task(batch_id=batch.id, key=key, product_id=first["product_id"], product_path=first["product_path"],
                         caption=first["caption"], image_path=None, meta={"seed": seed, **first["meta"]},
                         needed=batch.k, shuffle=_shuffle_key(key))
-            task.candidates = [Candidate(position=i, method=m, image_path=row["image_path"], meta={"key": row["key"]})
+            task.candidates = [Candidate(position=i, method=m, image_path=row["image_path"],
+                                         meta={"key": row["key"], **({"nsfw": True} if row["meta"].get("nsfw") else {})})
                                for i, (m, row) in enumerate(group["candidates"].items())]
             s.add(task)
             added += 1

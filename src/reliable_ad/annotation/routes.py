@@ -306,10 +306,33 @@ def my_answers(batch: QueryId = None, limit: Annotated[int, Query(ge=1, le=1000)
 # ---- images: by id, from paths fixed at import; never a path from the URL -----------------------
 
 
-def _file(path: str | None) -> FileResponse:
+def _file(path: str | None, *, nsfw: bool = False) -> Response:
     if not path or "\x00" in path or Path(path).suffix.lower() not in IMAGE_EXTENSIONS or not Path(path).is_file():
         raise HTTPException(404, "no such image")
+    if nsfw:
+        return _blurred(path)
     return FileResponse(path)
+
+
+NSFW_PREVIEW = 512  # px: the size a flagged image is served at, blurred
+
+
+def _blurred(path: str) -> Response:
+    """An image the safety checker flagged is never served as it is: only a heavily blurred copy."""
+    import io
+
+    from PIL import Image
+
+    from reliable_ad.data.records import blur_flagged
+
+    try:
+        with Image.open(path) as im:
+            preview = blur_flagged(im, NSFW_PREVIEW)
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise HTTPException(404, "no such image") from e
+    buf = io.BytesIO()
+    preview.save(buf, format="PNG")
+    return Response(buf.getvalue(), media_type="image/png")
 
 
 def _may_see(s, who: Who, task_id: int) -> bool:
@@ -327,7 +350,8 @@ def task_media(task_id: Id, which: str, who: Who = Depends(user), db: Database =
         if task is None or not _may_see(s, who, task_id):
             raise HTTPException(404, "no such image")
         path = task.image_path if which == "image" else task.product_path
-    return _file(path)
+        nsfw = which == "image" and bool((task.meta or {}).get("nsfw"))
+    return _file(path, nsfw=nsfw)
 
 
 @router.get("/media/candidate/{candidate_id}")
@@ -336,5 +360,5 @@ def candidate_media(candidate_id: Id, who: Who = Depends(user), db: Database = D
         c = s.get(Candidate, candidate_id)
         if c is None or not _may_see(s, who, c.task_id):
             raise HTTPException(404, "no such image")
-        path = c.image_path
-    return _file(path)
+        path, nsfw = c.image_path, bool((c.meta or {}).get("nsfw"))
+    return _file(path, nsfw=nsfw)

@@ -48,8 +48,11 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
     m = p.add_argument_group("model")
     m.add_argument("--model", help="model preset (see `reliable-ad models`; default tiny) or base model: hub id, folder, .safetensors")
     m.add_argument("--controlnet", help="ControlNet (canny): hub id, folder or single file (default: the preset's)")
-    m.add_argument("--lora", help="LoRA: hub id, folder or .safetensors file")
-    m.add_argument("--lora-scale", type=float, help="LoRA scale, fused into the weights (paper: 0.8)")
+    m.add_argument("--lora", action="append", metavar="PATH[:SCALE]",
+                   help="LoRA to fuse into the UNet and text encoder: hub id, folder or .safetensors file, kohya/A1111 "
+                        "(lora_unet_*/lora_te_*) or diffusers/peft keys; repeat for several, each with its own scale, "
+                        "e.g. --lora a.safetensors:0.5 --lora b.safetensors (no :SCALE = --lora-scale)")
+    m.add_argument("--lora-scale", type=float, help="scale of a --lora given without :SCALE (paper: 0.8)")
     m.add_argument("--base-config", help="for a single-file base model: diffusers folder or hub id with its configs")
     m.add_argument("--controlnet-config", help="for a single-file ControlNet: diffusers ControlNet folder or hub id "
                    "with its config.json (offline: a local folder)")

@@ -76,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         f"{summary['none_available']} none available, {len(summary['failed_products'])} failed -> {args.out}/report.html",
         file=sys.stderr,
     )
+    if summary.get("nsfw"):
+        print(f"  {summary['nsfw']} attempt(s) flagged by the safety checker: never accepted, regenerated", file=sys.stderr)
     reported = {prob.source for prob in problems}
     for where in summary["failed_products"]:
         if where not in reported:  # the input problems were printed above

@@ -293,3 +293,21 @@ def append_record(path: str | os.PathLike, record: ManifestRecord) -> None:
     from reliable_ad.core.io import append_jsonl
 
     append_jsonl(path, record.to_json())
+
+
+# ---------------------------------------------------------------------------------------------
+# Images the safety checker flagged (``nsfw``)
+
+NSFW_CAPTION = "flagged by the safety checker"
+NSFW_BLUR = 16  # Gaussian radius in px at 160 px (scaled with the size), applied twice
+
+
+def blur_flagged(image, size: int = 160):
+    """What may be shown of an image a record marks ``nsfw``: shrunk to fit ``size`` and blurred beyond
+    recognition (the run report's thumbnails, the annotation app's media route). A PIL image in and out."""
+    from PIL import ImageFilter
+
+    im = image.convert("RGB")
+    im.thumbnail((size, size))
+    radius = max(NSFW_BLUR, NSFW_BLUR * max(im.size) // 160)
+    return im.filter(ImageFilter.GaussianBlur(radius)).filter(ImageFilter.GaussianBlur(radius))

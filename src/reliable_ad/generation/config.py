@@ -13,11 +13,62 @@ DTYPES = ("auto", "fp32", "fp16", "bf16")
 
 
 @dataclass
+class LoraSpec:
+    """One LoRA to fuse: ``path`` (hub id, folder or .safetensors file) at ``scale`` (None: model.lora_scale)."""
+
+    path: str
+    scale: float | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> LoraSpec:
+        """``PATH`` or ``PATH:SCALE`` (the part after the last colon is a scale only if it is a number)."""
+        head, sep, tail = text.rpartition(":")
+        if sep and head:
+            try:
+                return cls(head, float(tail))
+            except ValueError:
+                pass
+        return cls(text)
+
+
+def normalize_loras(value, default_scale: float) -> list[LoraSpec]:
+    """``model.lora`` as given (None, "PATH[:SCALE]", or a list of those / {path, scale} / LoraSpec) ->
+    a list of LoraSpec with every scale set; ValueError naming the entry otherwise."""
+    if value is None or value == "":
+        return []
+    items = [value] if isinstance(value, (str, dict, LoraSpec)) else value
+    check(isinstance(items, (list, tuple)), f"model.lora={value!r} must be a path, \"PATH:SCALE\" or a list of them")
+    out = []
+    for i, item in enumerate(items):
+        where = f"model.lora[{i}]"
+        if isinstance(item, str):
+            spec = LoraSpec.parse(item)
+        elif isinstance(item, dict):
+            unknown = set(item) - {"path", "scale"}
+            check(not unknown and "path" in item,
+                  f"{where}={item!r} must be a mapping with 'path' and optionally 'scale' (unknown: {sorted(unknown)})")
+            spec = LoraSpec(str(item["path"]), item.get("scale"))
+        elif isinstance(item, LoraSpec):
+            spec = LoraSpec(item.path, item.scale)
+        else:
+            raise ValueError(f"{where}={item!r} must be a path, \"PATH:SCALE\" or {{path, scale}}")
+        check(bool(spec.path), f"{where} has an empty path; give a hub id, folder or .safetensors file")
+        scale = default_scale if spec.scale is None else spec.scale
+        check(isinstance(scale, (int, float)) and not isinstance(scale, bool) and 0.0 <= scale <= 2.0,
+              f"{where}: scale {scale!r} for {spec.path} is outside [0, 2] (paper: 0.8)")
+        out.append(LoraSpec(spec.path, float(scale)))
+    return out
+
+
+@dataclass
 class ModelConfig:
     model: str = "tiny"  # a model preset name (see `reliable-ad models`), or a base model: hub id, folder, .safetensors
     controlnet: str | None = None  # ControlNet (canny): hub id, folder or single file; None = the preset's
-    lora: str | None = None  # optional LoRA: hub id, folder or .safetensors file
-    lora_scale: float = 0.8  # paper: 0.8; fused into the weights
+    # LoRAs fused into the UNet/text encoder, in order: a list of {path, scale} (or "PATH[:SCALE]" strings);
+    # a path is a hub id, folder or .safetensors file (kohya/A1111 or diffusers/peft keys). A single string
+    # is one LoRA (older configs). Normalised to a list of LoraSpec, or None.
+    lora: list[LoraSpec] | str | None = None
+    lora_scale: float = 0.8  # paper: 0.8; the scale of a LoRA given without one
     base_config: str | None = None  # single-file checkpoints: a diffusers folder / hub id with the model configs
     controlnet_config: str | None = None  # single-file ControlNets: a diffusers ControlNet folder / hub id (config.json)
     device: str = "auto"  # auto = cuda if available, else cpu
@@ -28,6 +79,7 @@ class ModelConfig:
         check(bool(self.model), "model.model is empty; give a preset name, hub id, folder or .safetensors file")
         check(self.dtype in DTYPES, f"model.dtype={self.dtype!r} is not one of {DTYPES}")
         check(0.0 <= self.lora_scale <= 2.0, f"model.lora_scale={self.lora_scale} is outside [0, 2]")
+        self.lora = normalize_loras(self.lora, self.lora_scale) or None  # None: no LoRA (as older run configs)
 
 
 @dataclass

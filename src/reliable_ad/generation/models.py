@@ -1,4 +1,4 @@
-"""Load the generation models: base SD checkpoint + ControlNet (canny) + optional LoRA.
+"""Load the generation models: base SD checkpoint + ControlNet (canny) + optional LoRAs.
 
 Each can be a hub id, a local diffusers folder or a single `.safetensors`/`.ckpt` file
 (`core.registry.resolve_source` tells which). Named presets (`tiny`, `sd15`, `reliable`, ...) fill in
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reliable_ad.core.registry import FILE, FOLDER, HUB, NAME, list_names, packaged_folder, register, resolve_source
-from reliable_ad.generation.config import ModelConfig
+from reliable_ad.generation.config import LoraSpec, ModelConfig, normalize_loras
 
 if TYPE_CHECKING:
     import torch
@@ -163,6 +163,30 @@ def _from_single_file(cls, src: str, config: str | None, flag: str, **kwargs):
         ) from e
 
 
+def _config_safety_checker(src: str, config: str | None, dtype) -> dict:
+    """The safety checker and its feature extractor for a single-file base model, from the ``--base-config``
+    folder or hub id (SD1.5's has them in ``safety_checker/`` and ``feature_extractor/``): diffusers'
+    ``from_single_file`` loads none by itself. Without them the model runs unchecked, with a warning
+    (the run's ``model.safety_checker`` records false)."""
+    if config:
+        from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+        from transformers import CLIPImageProcessor
+
+        try:
+            return dict(
+                safety_checker=StableDiffusionSafetyChecker.from_pretrained(config, subfolder="safety_checker",
+                                                                            torch_dtype=dtype),
+                feature_extractor=CLIPImageProcessor.from_pretrained(config, subfolder="feature_extractor"),
+            )
+        except (OSError, ValueError) as e:
+            reason = f"{config} has no loadable safety_checker/ and feature_extractor/ ({str(e).splitlines()[0][:200]})"
+    else:
+        reason = "no --base-config was given"
+    logger.warning("%s: a single-file base model runs WITHOUT the NSFW safety checker: %s; give --base-config "
+                   "a folder that has them (SD1.5's) or pass --no-safety-checker to silence this", src, reason)
+    return dict(safety_checker=None, requires_safety_checker=False)
+
+
 def load_pipeline(cfg: ModelConfig, *, cache_dir: str | os.PathLike | None = None):
     """Build the diffusers ControlNet-inpainting pipeline described by ``cfg``; returns (pipe, info)."""
     from diffusers import StableDiffusionControlNetInpaintPipeline as Pipeline
@@ -174,21 +198,24 @@ def load_pipeline(cfg: ModelConfig, *, cache_dir: str | os.PathLike | None = Non
     if not cfg.safety_checker:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     if source_form(resolved.base, "model") == FILE:
+        if cfg.safety_checker:  # diffusers loads none from a single file: take the config folder's
+            kwargs.update(_config_safety_checker(resolved.base, cfg.base_config, dtype))
         pipe = _from_single_file(Pipeline, resolved.base, cfg.base_config, "--base-config", **kwargs)
     else:
         pipe = Pipeline.from_pretrained(resolved.base, **kwargs)
     if pipe.safety_checker is None:
         pipe.register_to_config(requires_safety_checker=False)
-    if cfg.lora:
-        apply_lora(pipe, cfg.lora, cfg.lora_scale)
+    loras = normalize_loras(cfg.lora, cfg.lora_scale)
+    if loras:
+        apply_loras(pipe, loras)
     pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     info = {
         "preset": resolved.preset,
         "base": resolved.base,
         "controlnet": resolved.controlnet,
-        "lora": cfg.lora,
-        "lora_scale": cfg.lora_scale if cfg.lora else None,
+        # every fused LoRA, in order, with its scale and weights hash (None: no LoRA)
+        "lora": [{"path": s.path, "scale": s.scale, "hash": weights_fingerprint(s.path)} for s in loras] or None,
         "native_size": resolved.native_size,
         "unet_in_channels": pipe.unet.config.in_channels,
         "safety_checker": pipe.safety_checker is not None,
@@ -197,21 +224,61 @@ def load_pipeline(cfg: ModelConfig, *, cache_dir: str | os.PathLike | None = Non
         "hashes": {
             "base": weights_fingerprint(resolved.base),
             "controlnet": weights_fingerprint(resolved.controlnet),
-            **({"lora": weights_fingerprint(cfg.lora)} if cfg.lora else {}),
+            **({"lora": [weights_fingerprint(s.path) for s in loras]} if loras else {}),
         },
     }
     return pipe, info
 
 
+LORA_FIX = ("give a LoRA for this base model's architecture (SD1.x UNet/CLIP text encoder), as a .safetensors "
+            "file in kohya/A1111 (lora_unet_*/lora_te_*) or diffusers/peft (unet.*/text_encoder.*) format")
+
+
+def apply_loras(pipe, loras: list[LoraSpec]) -> None:
+    """Load each LoRA (hub id, folder or single file; kohya/A1111 or diffusers/peft keys, which diffusers
+    converts) as its own adapter, weight them by their scales and fuse them all at once into the UNet and
+    text encoder; the adapter layers are removed afterwards, the fused weights stay."""
+    names = []
+    for i, spec in enumerate(loras):
+        name = f"lora{i}"
+        _load_lora(pipe, spec.path, name)
+        names.append(name)
+    pipe.set_adapters(names, adapter_weights=[spec.scale for spec in loras])
+    pipe.fuse_lora(lora_scale=1.0, adapter_names=names)  # the per-adapter scales are set above
+    pipe.unload_lora_weights()
+
+
 def apply_lora(pipe, src: str, scale: float) -> None:
-    """Load a LoRA (hub id, folder or single file) and fuse it at ``scale`` into UNet/text encoder."""
-    if source_form(src, "lora") == FILE:
-        p = Path(src)
-        pipe.load_lora_weights(str(p.parent), weight_name=p.name, adapter_name="lora")
-    else:
-        pipe.load_lora_weights(src, adapter_name="lora")
-    pipe.fuse_lora(lora_scale=scale, adapter_names=["lora"])
-    pipe.unload_lora_weights()  # the fused weights stay; the adapter layers go
+    """One LoRA at ``scale`` (see ``apply_loras``)."""
+    apply_loras(pipe, [LoraSpec(src, scale)])
+
+
+def _load_lora(pipe, src: str, name: str) -> None:
+    """``load_lora_weights`` with errors that name the file and the fix; a file that matches no layer of
+    the model (which diffusers would only warn about) is an error too."""
+    form = source_form(src, "lora")  # a missing path or a wrong suffix: its own error, naming the value
+    try:
+        if form == FILE:
+            p = Path(src)
+            pipe.load_lora_weights(str(p.parent), weight_name=p.name, adapter_name=name)
+        else:
+            pipe.load_lora_weights(src, adapter_name=name)
+    except (ValueError, RuntimeError, KeyError, IndexError, TypeError) as e:
+        raise ValueError(f"LoRA {src}: could not be loaded into the model ({_short_cause(e)}); {LORA_FIX}") from e
+    loaded = {component for component, adapters in pipe.get_list_adapters().items() if name in adapters}
+    if not loaded:
+        raise ValueError(f"LoRA {src}: none of its weights match a UNet or text-encoder layer (is it a LoRA for "
+                         f"this model?); {LORA_FIX}")
+
+
+def _short_cause(e: Exception) -> str:
+    """torch lists every mismatched layer; one example and the count are enough."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    mismatches = [line for line in lines if line.startswith("size mismatch")]
+    if mismatches:
+        return f"{len(mismatches)} layer(s) have shapes other than the model's, e.g. {mismatches[0]}"
+    first = lines[0] if lines else type(e).__name__
+    return f"{type(e).__name__}: {first[:300]}"
 
 
 def set_scheduler(pipe, name: str) -> None:

@@ -48,6 +48,7 @@ class GenerateSummary:
     out_dir: Path
     written: int = 0
     skipped: int = 0
+    nsfw: int = 0  # images the safety checker flagged (recorded with nsfw: true; diffusers blacks them out)
     failed_products: dict[str, str] = field(default_factory=dict)  # where (path or file:row) -> error
     duplicates: dict[str, str] = field(default_factory=dict)  # path -> the path with the same content
     seconds: float = 0.0
@@ -274,6 +275,9 @@ def run_generate(
                                    seconds=round(res.seconds, 4), **fields)
                 save_image(out_dir, manifest, rec, res.image)
                 summary.written += 1
+                if res.nsfw:
+                    summary.nsfw += 1
+                    logger.warning("%s: flagged by the safety checker (recorded with nsfw: true)", rec.image)
                 if on_image:
                     on_image(rec)
                 bar.update(1)

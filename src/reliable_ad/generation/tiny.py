@@ -180,3 +180,65 @@ def ensure_tiny_checkpoint(root: str | os.PathLike | None = None, *, inpaint_une
             if not _complete(target):
                 raise RuntimeError(f"could not write the tiny checkpoint to {target}: {e}") from e
     return target / "base", target / "controlnet"
+
+
+def build_tiny_safety_checker(flag: bool, *, seed: int = 0, image_size: int = 32):
+    """diffusers' NSFW checker (`StableDiffusionSafetyChecker`, a CLIP vision tower with concept
+    embeddings) at toy size, and the `CLIPImageProcessor` that feeds it: (safety_checker, feature_extractor).
+
+    The checker flags an image when the cosine similarity of its embedding to a concept embedding exceeds
+    that concept's threshold (``concept_embeds_weights``). Cosines lie in [-1, 1], so thresholds of -2 make
+    it flag every image (``flag=True``) and thresholds of 2 flag none: tests of what happens to a flagged
+    image do not depend on what random weights see.
+    """
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig
+
+    try:  # the PIL backend: CLIPImageProcessor itself falls back to it (with a warning) without torchvision
+        from transformers import CLIPImageProcessorPil as Processor
+    except ImportError:  # transformers 4
+        from transformers import CLIPImageProcessor as Processor
+
+    tower = dict(hidden_size=TEXT_DIM, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4)
+    config = CLIPConfig(
+        text_config=dict(tower, vocab_size=99, bos_token_id=0, eos_token_id=1, pad_token_id=1),
+        vision_config=dict(tower, image_size=image_size, patch_size=8),
+        projection_dim=TEXT_DIM,
+    )
+    torch.manual_seed(seed + 5)
+    checker = StableDiffusionSafetyChecker(config).eval()
+    g = torch.Generator().manual_seed(seed + 6)
+    threshold = -2.0 if flag else 2.0
+    with torch.no_grad():
+        checker.concept_embeds.copy_(torch.randn(checker.concept_embeds.shape, generator=g))
+        checker.special_care_embeds.copy_(torch.randn(checker.special_care_embeds.shape, generator=g))
+        checker.concept_embeds_weights.fill_(threshold)
+        checker.special_care_embeds_weights.fill_(threshold)
+    processor = Processor(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+    return checker, processor
+
+
+def attach_tiny_safety_checker(pipe, flag: bool) -> None:
+    """Give a loaded pipeline (the tiny model's has no checker) the tiny checker, as a real model ships one."""
+    checker, processor = build_tiny_safety_checker(flag)
+    pipe.register_modules(safety_checker=checker.to(pipe.device, pipe.unet.dtype), feature_extractor=processor)
+    pipe.register_to_config(requires_safety_checker=True)
+
+
+def write_tiny_safety_checker(base_folder: str | os.PathLike, flag: bool) -> None:
+    """Add ``safety_checker/`` and ``feature_extractor/`` to a diffusers base-model folder, listed in its
+    model_index.json as a Stable Diffusion 1.5 download lists them, so that the folder loads as one does."""
+    import json
+
+    folder = Path(base_folder)
+    checker, processor = build_tiny_safety_checker(flag)
+    checker.save_pretrained(folder / "safety_checker")
+    processor.save_pretrained(folder / "feature_extractor")
+    # a real folder names the class CLIPImageProcessor, whichever backend transformers picks for it
+    pre = json.loads((folder / "feature_extractor" / "preprocessor_config.json").read_text())
+    pre["image_processor_type"] = "CLIPImageProcessor"
+    (folder / "feature_extractor" / "preprocessor_config.json").write_text(json.dumps(pre, indent=2))
+    index = json.loads((folder / "model_index.json").read_text())
+    index.update(safety_checker=["stable_diffusion", "StableDiffusionSafetyChecker"],
+                 feature_extractor=["transformers", "CLIPImageProcessor"], requires_safety_checker=True)
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))

@@ -65,11 +65,13 @@ def recurrent_generation(
     batch_size: int = 4,
     history: dict[str, list[Outcome]] | None = None,
     on_result: Callable[[Any, Attempt, Any, VerdictLike, bool], None] | None = None,
+    vetoed: Callable[[Any], bool] | None = None,
 ) -> dict[str, list[Outcome]]:
     """Run the loop; ``history`` (from a previous, interrupted run) makes it resume where it stopped.
 
     Returns every product's outcomes in attempt order. ``on_result`` sees each attempt as soon as it is
-    judged (the run job saves the image and its manifest record there).
+    judged (the run job saves the image and its manifest record there). ``vetoed(image)`` true (the
+    safety checker flagged the image) rejects an attempt whatever the verdict: it is retried as a rejected one.
     """
     if max_attempts < 1 or batch_size < 1:
         raise ValueError(f"max_attempts={max_attempts} and batch_size={batch_size} must be >= 1")
@@ -87,7 +89,7 @@ def recurrent_generation(
         if len(images) != len(planned) or len(verdicts) != len(planned):
             raise RuntimeError(f"generate/judge returned {len(images)}/{len(verdicts)} results for {len(planned)} attempts")
         for (task, attempt), image, verdict in zip(planned, images, verdicts):
-            ok = bool(accept(verdict))
+            ok = bool(accept(verdict)) and not (vetoed is not None and vetoed(image))
             history[key(task)].append(Outcome(attempt, verdict.label, float(verdict.p_available), ok))
             if on_result:
                 on_result(task, attempt, image, verdict, ok)

@@ -14,34 +14,37 @@ from pathlib import Path
 
 from PIL import Image
 
-from reliable_ad.data.records import ManifestRecord, VerdictRecord
+from reliable_ad.data.records import NSFW_CAPTION, ManifestRecord, VerdictRecord, blur_flagged
 from reliable_ad.core.io import atomic_write_text
 
 THUMB = 160
 
 
-def _img_uri(image: Image.Image, size: int = THUMB) -> str:
+def _img_uri(image: Image.Image, size: int = THUMB, *, blur: bool = False) -> str:
     im = image.convert("RGBA") if image.mode in ("RGBA", "LA", "P") else image.convert("RGB")
     im.thumbnail((size, size))
     if im.mode == "RGBA":  # cut-outs on a light checkerboard-free grey, so white products stay visible
         bg = Image.new("RGB", im.size, (236, 236, 236))
         bg.paste(im, mask=im.split()[3])
         im = bg
+    if blur:
+        im = blur_flagged(im, size)
     buf = io.BytesIO()
     im.save(buf, format="JPEG", quality=85)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _file_uri(path: Path | None) -> str:
+def _file_uri(path: Path | None, *, blur: bool = False) -> str:
     try:
         with Image.open(path) as im:
-            return _img_uri(im)
+            return _img_uri(im, blur=blur)
     except (OSError, TypeError, ValueError):
         return ""
 
 
 def _link(out_dir: Path, record: ManifestRecord, key: str) -> str:
-    return _file_uri(record.resolve(out_dir, key))
+    # a generated image the safety checker flagged is never shown as it is
+    return _file_uri(record.resolve(out_dir, key), blur=key == "image" and bool(record.nsfw))
 
 
 def _charts(summary: dict) -> str:
@@ -88,17 +91,22 @@ def write_report(out_dir: Path, records: list[ManifestRecord], summary: dict) ->
     for attempts in latest_attempts(records).values():
         first = attempts[0]
         product = _link(out_dir, first, "product")
-        winner = next((a.attempt for a in attempts if a.accepted), None)
+        winner = next((a.attempt for a in attempts if a.accepted and not a.nsfw), None)
         flagged = None
-        if winner is None and len(attempts) >= summary["max_attempts"]:
-            flagged = max(attempts, key=lambda a: a.verdict.p_available).attempt
+        shippable = [a for a in attempts if not a.nsfw]
+        if winner is None and len(attempts) >= summary["max_attempts"] and shippable:
+            flagged = max(shippable, key=lambda a: a.verdict.p_available).attempt
         cells = []
         for a in attempts:
             cls = "ok" if a.attempt == winner else ("flag" if a.attempt == flagged else "")
             v = a.verdict
+            if a.nsfw:
+                cls, note = "nsfw", f'<br><i class="nsfw">{NSFW_CAPTION} (blurred; not accepted)</i>'
+            else:
+                note = ""
             cells.append(
                 f'<figure class="{cls}"><img alt="attempt {a.attempt + 1}" src="{_link(out_dir, a, "image")}">'
-                f'<figcaption><b>#{a.attempt + 1} {html.escape(v.label)}</b><br>{_probs(v)}</figcaption></figure>'
+                f'<figcaption><b>#{a.attempt + 1} {html.escape(v.label)}</b><br>{_probs(v)}{note}</figcaption></figure>'
             )
         status = f"available at attempt {winner + 1}" if winner is not None else (
             "none available (best kept, flagged)" if flagged is not None else "in progress")
@@ -118,6 +126,7 @@ body{{font-family:system-ui,sans-serif;margin:24px;color:#222}} h1{{margin:0 0 4
 figure{{margin:0;width:{THUMB}px;flex:none;font-size:12px;border:3px solid transparent;border-radius:4px}}
 figure img{{width:{THUMB}px;height:{THUMB}px;object-fit:contain;background:#eee;display:block}}
 figure.ok{{border-color:#2e7d32}} figure.flag{{border-color:#c62828}} figure.src{{border-color:#999}}
+figure.nsfw{{border-color:#6a1b9a}} .nsfw{{color:#6a1b9a}}
 </style></head><body>
 <h1>Recurrent Generation report</h1>
 <div class="stats"><span><b>{summary['products']}</b> products</span>
@@ -126,11 +135,12 @@ figure.ok{{border-color:#2e7d32}} figure.flag{{border-color:#c62828}} figure.src
 <span>available at first attempt: <b>{100 * rate_k['1']:.0f}%</b></span>
 <span>mean attempts per available image: <b>{_num(summary['mean_attempts_per_available'], 2)}</b></span>
 <span>seconds per available image: <b>{_num(summary['seconds_per_available_image'], 2)}</b></span>
-<span><b>{len(summary['failed_products'])}</b> products failed</span></div>
+<span><b>{len(summary['failed_products'])}</b> products failed</span>
+{f"<span><b>{summary['nsfw']}</b> attempts {NSFW_CAPTION} (shown blurred)</span>" if summary.get('nsfw') else ''}</div>
 {_charts(summary)}
 {f'<h2>Failed products</h2><ul>{failed}</ul>' if failed else ''}
 <h2>Products</h2>
 {''.join(rows)}
-<p style="color:#777;font-size:12px">Images are AI-generated. Green frame: accepted by RFNet; red: none available, best kept.</p>
+<p style="color:#777;font-size:12px">Images are AI-generated. Green frame: accepted by RFNet; red: none available, best kept{f"; purple: {NSFW_CAPTION}, shown blurred, never kept" if summary.get("nsfw") else ""}.</p>
 </body></html>"""
     return atomic_write_text(out_dir / "report.html", page)

@@ -5,6 +5,8 @@ Run folder:
     images/                       every attempt, labelled AI-generated
     accepted/<product>.png        the accepted image per product
     flagged/<product>.png         the best-scoring attempt of products with none available
+An image the safety checker flagged (`nsfw`) is recorded but never accepted nor copied: its product is
+regenerated as after a rejection, and the report shows it blurred.
     summary.json, report.html     statistics and a self-contained visual report
 Resumable: a rerun continues with the same seeds and plans, so its results equal an uninterrupted run.
 Under `accelerate launch` the products are sharded across processes (each handled exactly once, each
@@ -239,6 +241,7 @@ def run_recurrent_job(
             todo, key=lambda t: t.key, plan=worker.plan, generate=worker.generate, judge=worker.judge_batch,
             accept=lambda v: cfg.judge.accepts(int(v.label_index), float(v.p_available)), max_attempts=rc.max_attempts,
             batch_size=generator.sampling.batch_size, history=history, on_result=on_result,
+            vetoed=lambda result: bool(result.nsfw),  # the safety checker flagged it: never accepted
         )
         bar.close()
     if state:
@@ -273,9 +276,10 @@ def finalize(out_dir: Path, max_attempts: int) -> dict:
             p.unlink()
         records = merged
     for attempts in latest_attempts(records).values():
-        winner = next((a for a in attempts if a.accepted), None)
-        if winner is None and len(attempts) >= max_attempts:
-            best = max(attempts, key=lambda a: a.verdict.p_available)
+        winner = next((a for a in attempts if a.accepted and not a.nsfw), None)
+        shippable = [a for a in attempts if not a.nsfw]  # an image the safety checker flagged is never kept
+        if winner is None and len(attempts) >= max_attempts and shippable:
+            best = max(shippable, key=lambda a: a.verdict.p_available)
             _copy(out_dir / best.image, out_dir / "flagged" / f"{best.product_id}.png")
         elif winner is not None:
             _copy(out_dir / winner.image, out_dir / "accepted" / f"{winner.product_id}.png")

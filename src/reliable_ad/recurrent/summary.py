@@ -26,13 +26,16 @@ def summarize(records: list[ManifestRecord], max_attempts: int) -> dict:
     first_ok: list[int | None] = []
     rejections: Counter = Counter()
     gen_s = judge_s = 0.0
+    nsfw = 0
     for attempts in products.values():
-        ok = next((a.attempt + 1 for a in attempts if a.accepted), None)
+        ok = next((a.attempt + 1 for a in attempts if a.accepted and not a.nsfw), None)
         first_ok.append(ok)
         for a in attempts:
             gen_s += float(a.seconds or 0.0)
             judge_s += float(a.inspect_seconds or 0.0)
-            if not a.accepted:
+            if a.nsfw:  # rejected by the safety checker, whatever RFNet said
+                nsfw += 1
+            elif not a.accepted:
                 rejections[a.verdict.label] += 1
     n = len(first_ok)
     available = [k for k in first_ok if k is not None]
@@ -49,6 +52,7 @@ def summarize(records: list[ManifestRecord], max_attempts: int) -> dict:
         "mean_attempts_per_available": (sum(available) / len(available)) if available else None,
         "attempts_total": total_attempts,
         "rejections_per_class": dict(sorted(rejections.items())),
+        "nsfw": nsfw,  # attempts the safety checker flagged (never accepted, regenerated)
         "seconds": {"generation": round(gen_s, 3), "inspection": round(judge_s, 3), "total": round(gen_s + judge_s, 3)},
         "seconds_per_available_image": round((gen_s + judge_s) / len(available), 3) if available else None,
     }
