@@ -290,3 +290,26 @@ def test_product_names_that_would_break_a_label_file_are_made_safe_and_the_run_i
     db = Database(tmp_path / "a.db")
     assert import_availability(db, out).added == len(_images(out))
     db.dispose()
+
+
+def test_a_run_folder_of_an_older_version_resumes_and_a_changed_crop_is_named(tiny_run, tmp_path, capsys):
+    """config.json in the names of the previous release (reviewer settings at the top, no product box
+    threshold: the old crop took every pixel with alpha > 0, i.e. threshold 1) still resumes with the
+    same settings, and asking for today's default crop is refused, naming the setting."""
+    product = next((tiny_run / "products").glob("*.png"))
+    out = tmp_path / "old"
+    assert _run([product], out, "--box-alpha-threshold", "1") == 0
+    before = [r.identity for r in _images(out)]
+    cfg = json.loads((out / "config.json").read_text())
+    judge = cfg.pop("judge")
+    cfg.update(rfnet=judge["rfnet"], depth=judge["depth"], salience=judge["salience"],
+               inspect_batch_size=judge["batch_size"])
+    cfg["recurrent"].update(acceptance=judge["acceptance"], threshold=judge["threshold"])
+    del cfg["generation"]["product"]["box_alpha_threshold"]
+    (out / "config.json").write_text(json.dumps(cfg))
+    assert _run([product], out, "--box-alpha-threshold", "1") == 0
+    assert [r.identity for r in _images(out)] == before  # resumed: nothing redone
+    capsys.readouterr()
+    (out / "config.json").write_text(json.dumps(cfg))
+    assert _run([product], out) == 2
+    assert "generation.product.box_alpha_threshold" in capsys.readouterr().err

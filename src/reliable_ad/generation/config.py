@@ -172,3 +172,21 @@ def validate_generate_config(cfg: GenerateConfig) -> None:
     if cfg.presets_file is not None:
         load_presets(cfg.presets_file)  # a missing, unreadable or invalid file names itself and the problem
     get_preset(cfg.prompt_preset, cfg.presets_file)  # an unknown name lists the presets there are
+
+
+def upgrade_stored_config(old: dict) -> dict:
+    """A `generate` config.json written by an older reliable-ad, in today's names, so that a run folder
+    made before a rename resumes (and one made with other settings is still refused):
+    - ``model.lora`` was one path (with ``model.lora_scale``); it is a list of {path, scale} now;
+    - ``model.controlnet_config`` did not exist (None: the same loading);
+    - ``product.box_alpha_threshold`` did not exist: the product box then took every pixel with alpha
+      > 0, which is threshold 1 (today's default, the authors' 128, is a different crop)."""
+    model = old.get("model")
+    if isinstance(model, dict):
+        if isinstance(model.get("lora"), str):
+            model["lora"] = [{"path": model["lora"], "scale": model.get("lora_scale", 0.8)}]
+        model.setdefault("controlnet_config", None)  # new; None is what older runs did
+    product = old.get("product")
+    if isinstance(product, dict) and "box_alpha_threshold" not in product:
+        product["box_alpha_threshold"] = 1
+    return old

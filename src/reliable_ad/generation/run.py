@@ -26,7 +26,7 @@ import numpy as np
 from reliable_ad import __version__
 from reliable_ad.core.config import to_dict
 from reliable_ad.data.records import MANIFEST, PRODUCTS_DIR, ManifestRecord, append_record, read_records
-from reliable_ad.generation.config import GenerateConfig
+from reliable_ad.generation.config import GenerateConfig, upgrade_stored_config
 from reliable_ad.generation.generator import AdGenerator, GenerationJob
 from reliable_ad.generation.inputs import InputProblem, ProductInput
 from reliable_ad.generation.models import MODEL_PRESETS
@@ -214,7 +214,7 @@ def run_generate(
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    check_resume_config(out_dir, to_dict(cfg), _IDENTITY)
+    check_resume_config(out_dir, to_dict(cfg), _IDENTITY, upgrade=upgrade_stored_config)
     manifest = out_dir / MANIFEST
     records = read_records(manifest, repair=True)
     done = {r.identity for r in records if r.is_image}

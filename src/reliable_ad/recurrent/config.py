@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from reliable_ad.generation.config import GenerateConfig, validate_generate_config
+from reliable_ad.generation.config import GenerateConfig, upgrade_stored_config, validate_generate_config
 from reliable_ad.rfnet.config import JudgeConfig
 
 RETRY_POLICIES = ("reseed", "defect_aware")
@@ -48,3 +48,22 @@ def validate_run_config(cfg: RunConfig) -> None:
             get_preset(name, cfg.generation.presets_file)
         except ValueError as e:
             raise ValueError(f"recurrent.alternate_presets: {e}") from None
+
+
+def upgrade_stored_run_config(old: dict) -> dict:
+    """A `run` config.json written by an older reliable-ad, in today's names (see
+    `upgrade_stored_config`): the reviewer settings moved into ``judge``."""
+    if isinstance(old.get("generation"), dict):
+        upgrade_stored_config(old["generation"])
+    judge = old.setdefault("judge", {}) if isinstance(old.get("judge", {}), dict) else None
+    if judge is not None:
+        for key, new in (("rfnet", "rfnet"), ("depth", "depth"), ("salience", "salience"),
+                         ("inspect_batch_size", "batch_size")):
+            if key in old:
+                judge.setdefault(new, old.pop(key))
+        recurrent = old.get("recurrent")
+        if isinstance(recurrent, dict):
+            for key in ("acceptance", "threshold"):
+                if key in recurrent:
+                    judge.setdefault(key, recurrent.pop(key))
+    return old

@@ -32,7 +32,7 @@ from reliable_ad.generation.prompts import get_preset
 from reliable_ad.generation.run import (
     ProductTask, image_record, load_tasks, record_failures, save_image, store_product,
 )
-from reliable_ad.recurrent.config import RunConfig
+from reliable_ad.recurrent.config import RunConfig, upgrade_stored_run_config
 from reliable_ad.recurrent.loop import Attempt, Outcome, recurrent_generation
 from reliable_ad.recurrent.policies import plan_attempt
 from reliable_ad.recurrent.summary import latest_attempts, summarize
@@ -42,7 +42,7 @@ from reliable_ad.training.resume import check_resume_config
 
 logger = logging.getLogger(__name__)
 
-_IDENTITY = ("generation", "recurrent", "rfnet", "depth", "salience")
+_IDENTITY = ("generation", "recurrent", "judge")
 
 
 def resolve_rfnet(cfg: RunConfig) -> str:
@@ -196,7 +196,7 @@ def run_recurrent_job(
     rank, world = (state.process_index, state.num_processes) if state else (0, 1)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-        check_resume_config(out_dir, to_dict(cfg), _IDENTITY)
+        check_resume_config(out_dir, to_dict(cfg), _IDENTITY, ignore=("judge.batch_size",), upgrade=upgrade_stored_run_config)
     if state:
         state.wait_for_everyone()
     manifest = out_dir / (MANIFEST if world == 1 else f"manifest.rank{rank}.jsonl")
