@@ -85,6 +85,18 @@ def test_gate1_is_deterministic():
     assert a == b
 
 
+def test_vae_option_loads_an_autoencoder_folder(tmp_path):
+    """--vae FOLDER: gate 1's VAE from an AutoencoderKL folder (the packaged one read by path is the
+    generator's VAE); anything else is refused."""
+    folder = gates.generator_folder("synthad") / "base" / "vae"
+    a, b = gates.load_vae(), gates.load_vae_folder(folder)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(np.array_equal(sa[k].numpy(), sb[k].numpy()) for k in sa)
+    with pytest.raises(ValueError, match="AutoencoderKL"):
+        gates.load_vae_folder(tmp_path)
+    assert gates.GateSettings(vae=str(folder)).vae == str(folder) and gates.GateSettings().vae is None
+
+
 # -- the instrument end to end -----------------------------------------------------------------------
 
 

@@ -1,7 +1,7 @@
 """The SynthAd oracle's validity gates (docs/synthad.md, "Validity gates"): can the oracle be trusted
 as the ground truth on *generated* images, where it plays the paper's human reviewers (docs/method.md §6)?
 
-    python -m experiments.synthad.gates [--quick] [--per-class N] [--seed S] [--out FILE.json]
+    python -m experiments.synthad.gates [--quick] [--per-class N] [--seed S] [--vae FOLDER] [--out FILE.json]
 
 Gate 1, "the oracle holds on VAE round-trips". Scenes with known labels are rendered from the SynthAd
 world (`synthad.dataset.generate_scenes`, the dataset writer's stream, with the class of every scene
@@ -9,7 +9,8 @@ planned: N per class), the product placed where generation places it (the `synth
 image_scale). Each scene goes through the shipped generator's VAE (encode, the posterior's mode,
 decode, rounded to uint8 as the pipeline's output is) and the product is pasted back with the
 undilated alpha (`data.product.paste_back` with `prepare_product`'s placement): the best image a
-generator with this VAE could make of that scene. The oracle then judges it with the known
+generator with this VAE could make of that scene (--vae FOLDER: another AutoencoderKL folder's VAE,
+e.g. one of experiments/synthad/vae_study.py; gate 2 still uses the generator's). The oracle then judges it with the known
 placement, as `synthad.generated.label_generated` judges generated images. The gate holds when the
 oracle's label agrees with the scene's known label for >= 95% of the scenes of every class. The same
 is reported on the clean renders (no round trip): the control, which shows the instrument can pass.
@@ -95,7 +96,8 @@ class GateSettings:
     """What a run measures. `per_class`: rendered scenes per class (gate 1); `products` x
     `images_per_product`: generated images (gate 2), one noise seed per image; `steps`: denoising
     steps; `model`: the generator (a preset or a folder with base/ and controlnet/; the VAE is its
-    base/vae); `threads`: torch threads (1 keeps the figures deterministic and the machine usable)."""
+    base/vae); `vae`: an AutoencoderKL folder gate 1 uses instead of the generator's VAE (None: the
+    generator's); `threads`: torch threads (1 keeps the figures deterministic and the machine usable)."""
 
     per_class: int = 60
     products: int = 100
@@ -103,6 +105,7 @@ class GateSettings:
     seed: int = 0
     steps: int = 25
     model: str = "synthad"
+    vae: str | None = None
     threads: int = 1
     batch_size: int = 16
 
@@ -207,6 +210,18 @@ def load_vae(model: str = "synthad"):
 
     vae = AutoencoderKL.from_pretrained(str(generator_folder(model) / "base"), subfolder="vae",
                                         torch_dtype=torch.float32)
+    return vae.eval().requires_grad_(False)
+
+
+def load_vae_folder(folder: str | Path):
+    """An AutoencoderKL folder's VAE (config.json and weights) in float32, for inference."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    folder = Path(folder).expanduser()
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"vae={str(folder)!r}: not an AutoencoderKL folder (no config.json)")
+    vae = AutoencoderKL.from_pretrained(str(folder), torch_dtype=torch.float32)
     return vae.eval().requires_grad_(False)
 
 
@@ -401,7 +416,7 @@ def run_gates(settings: GateSettings | None = None, *, progress: bool = True, ge
         items = render_scenes(settings.per_class, settings.seed, image_scale=scale)
         seconds["render"] = time.perf_counter() - t0
         t = time.perf_counter()
-        vae = load_vae(settings.model)
+        vae = load_vae_folder(settings.vae) if settings.vae else load_vae(settings.model)
         g1 = gate1(items, vae, OracleInspector(), image_scale=scale, progress=progress)
         images = g1.pop("_images")
         seconds["gate1"] = time.perf_counter() - t
@@ -422,7 +437,7 @@ def run_gates(settings: GateSettings | None = None, *, progress: bool = True, ge
         torch.set_num_threads(threads)
     return {
         "settings": {**asdict(settings), "image_scale": scale, "size": int(images["clean"].shape[1]),
-                     "world_seed": world_seed(settings.seed), "vae": str(generator_folder(settings.model) / "base/vae"),
+                     "world_seed": world_seed(settings.seed), "vae": settings.vae or str(generator_folder(settings.model) / "base/vae"),
                      "vae_latent": "posterior mode", "prompt_preset": PROMPT_PRESET,
                      "perturbations": [asdict(p) for p in PERTURBATIONS], "torch_threads": settings.threads},
         "holds": bool(g1["holds"] and g2["holds"]),
@@ -468,6 +483,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="everything drawn follows from it (default 0)")
     p.add_argument("--steps", type=int, default=25, help="denoising steps (default 25, as the studies)")
     p.add_argument("--model", default="synthad", help="'synthad' or a generator folder (base/, controlnet/)")
+    p.add_argument("--vae", metavar="FOLDER", help="gate 1 uses this AutoencoderKL folder's VAE instead of the "
+                   "generator's (gate 2 still uses the generator's)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: deterministic figures)")
     p.add_argument("--out", help="write the JSON report here")
     p.add_argument("--check", action="store_true", help="exit 1 when a gate does not hold")
@@ -475,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     overrides = {k: v for k, v in (("per_class", args.per_class), ("products", args.products),
                                    ("images_per_product", args.images_per_product)) if v is not None}
-    common = {"seed": args.seed, "steps": args.steps, "model": args.model, "threads": args.threads}
+    common = {"seed": args.seed, "steps": args.steps, "model": args.model, "vae": args.vae, "threads": args.threads}
     try:
         settings = GateSettings.quick(**common, **overrides) if args.quick else GateSettings(**common, **overrides)
     except ValueError as e:
