@@ -536,3 +536,34 @@ def test_invalid_requests_say_what_is_wrong_even_when_the_value_is_not_json(app)
         assert isinstance(problems, list) and problems[0]["loc"][0] == "body", (body, problems)
         assert problems[0].get("input") == bad
         assert PASSWORD not in response.text  # a whole body is not echoed back
+
+
+def test_a_link_swapped_in_after_import_is_not_served(tmp_path, monkeypatch):
+    """The import checked every path; a product replaced by a link to a file outside the imported folder
+    afterwards must not be served either (the media route resolves links again)."""
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from reliable_ad.annotation.app import create_app
+    from reliable_ad.annotation.config import AnnotationConfig
+    from reliable_ad.annotation.db import Database
+    from reliable_ad.annotation.importer import import_availability
+
+    monkeypatch.setattr(security, "_SCRYPT_N", 2**8)
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(secret)
+    run = make_run(tmp_path / "run", n_products=1, per_product=1)
+    db = Database(tmp_path / "a.db")
+    import_availability(db, run, k=1)
+    with db.write() as s:
+        security.create_user(s, "alice", password=PASSWORD)
+    client = TestClient(create_app(AnnotationConfig(db=db.url), db))
+    alice = Annotator(client, "alice", PASSWORD)
+    (task,) = alice.post("/api/batches/1/next", {"count": 1}).json()["tasks"]
+    served = alice.get(task["product_url"])
+    product = next((run / "products").glob("*.png"))
+    assert served.status_code == 200 and served.content == product.read_bytes()
+    product.unlink()
+    product.symlink_to(secret)  # swapped in after the import
+    assert alice.get(task["product_url"]).status_code == 404
+    db.dispose()

@@ -311,7 +311,9 @@ def _finish_problems(source: str, problems: list[str], skip_problems: bool) -> N
         logger.warning("skipped: %s", p)
 
 
-def _batch(s, name: str, kind: str, source: str, k: int, order: str) -> Batch:
+def _batch(s, name: str, kind: str, source: str, k: int, order: str, roots: list[Path] | None = None) -> Batch:
+    """The batch ``name`` (created, or the existing one of the same kind); ``roots`` (the imported folders
+    and the admin's --allow-root folders) are kept in its meta: the media routes serve only files under them."""
     batch = s.scalar(select(Batch).where(Batch.name == name))
     if batch is None:
         batch = Batch(name=name, kind=kind, source=source, k=k, order=order, active=True, meta={})
@@ -322,6 +324,9 @@ def _batch(s, name: str, kind: str, source: str, k: int, order: str) -> Batch:
         raise ValueError(f"batch {name!r} exists as {article} {batch.kind} batch; choose another --name")
     elif source not in batch.source.split("\n"):
         batch.source = f"{batch.source}\n{source}"
+    if roots:
+        known = list((batch.meta or {}).get("roots") or [])
+        batch.meta = {**(batch.meta or {}), "roots": known + [str(r) for r in roots if str(r) not in known]}
     return batch
 
 
@@ -365,7 +370,9 @@ def import_availability(db: Database, source: str | os.PathLike, *, name: str | 
         raise ValueError(f"{src} holds no image that can be imported ({len(problems)} with problems, {failed} failed "
                          f"item(s)); nothing was imported{shown}")
     with db.write() as s:
-        batch = _batch(s, name, "availability", str(src.resolve()), k, order)
+        folder = (src if src.is_dir() else src.parent).resolve()
+        batch = _batch(s, name, "availability", str(src.resolve()), k, order,
+                       [folder, *(Path(r).resolve() for r in allow_roots or ())])
         present = set(s.scalars(select(Task.key).where(Task.batch_id == batch.id)))
         new = [r for r in rows if r["key"] not in present]
         for start in range(0, len(new), _CHUNK):
@@ -414,7 +421,8 @@ def import_preference(db: Database, runs: list[str | os.PathLike], *, methods: l
     sets = {key: g for key, g in groups.items() if len(g["candidates"]) >= 2}
     unmatched = sum(len(g["candidates"]) for key, g in groups.items() if key not in sets)
     with db.write() as s:
-        batch = _batch(s, name, "preference", "\n".join(str(d.resolve()) for d in dirs), k, "sequential")
+        batch = _batch(s, name, "preference", "\n".join(str(d.resolve()) for d in dirs), k, "sequential",
+                       [d.resolve() for d in dirs] + [Path(r).resolve() for r in allow_roots or ()])
         present = set(s.scalars(select(Task.key).where(Task.batch_id == batch.id)))
         added = 0
         for (product_key, seed), group in sets.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from functools import lru_cache
@@ -34,9 +35,10 @@ from reliable_ad.annotation.config import AnnotationConfig
 from reliable_ad.annotation.db import Database
 from reliable_ad.annotation.guidance import GENERAL, GUIDANCE
 from reliable_ad.annotation.importer import IMAGE_EXTENSIONS
-from reliable_ad.annotation.models import Assignment, Candidate, Task, User
+from reliable_ad.annotation.models import Assignment, Batch, Candidate, Task, User
 
 TEMPLATES = Path(__file__).with_name("templates")
+logger = logging.getLogger(__name__)
 router = APIRouter()
 
 
@@ -306,8 +308,19 @@ def my_answers(batch: QueryId = None, limit: Annotated[int, Query(ge=1, le=1000)
 # ---- images: by id, from paths fixed at import; never a path from the URL -----------------------
 
 
-def _file(path: str | None, *, nsfw: bool = False) -> Response:
+def _roots(batch) -> list[Path]:
+    """The folders a batch's files must lie under: kept at import (imported folders and --allow-root),
+    else, for batches imported before that, the folders named in its source."""
+    roots = (batch.meta or {}).get("roots") or [line for line in (batch.source or "").split("\n") if line]
+    return [Path(r) for r in roots]
+
+
+def _file(path: str | None, *, roots: list[Path], nsfw: bool = False) -> Response:
     if not path or "\x00" in path or Path(path).suffix.lower() not in IMAGE_EXTENSIONS or not Path(path).is_file():
+        raise HTTPException(404, "no such image")
+    real = Path(path).resolve()  # links followed now, not only at import: a link swapped since is refused
+    if not any(real.is_relative_to(root) for root in roots):
+        logger.warning("refused to serve %s: it resolves to %s, outside the batch's folders", path, real)
         raise HTTPException(404, "no such image")
     if nsfw:
         return _blurred(path)
@@ -351,7 +364,8 @@ def task_media(task_id: Id, which: str, who: Who = Depends(user), db: Database =
             raise HTTPException(404, "no such image")
         path = task.image_path if which == "image" else task.product_path
         nsfw = which == "image" and bool((task.meta or {}).get("nsfw"))
-    return _file(path, nsfw=nsfw)
+        roots = _roots(s.get(Batch, task.batch_id))
+    return _file(path, roots=roots, nsfw=nsfw)
 
 
 @router.get("/media/candidate/{candidate_id}")
@@ -361,4 +375,5 @@ def candidate_media(candidate_id: Id, who: Who = Depends(user), db: Database = D
         if c is None or not _may_see(s, who, c.task_id):
             raise HTTPException(404, "no such image")
         path, nsfw = c.image_path, bool((c.meta or {}).get("nsfw"))
-    return _file(path, nsfw=nsfw)
+        roots = _roots(s.get(Batch, s.get(Task, c.task_id).batch_id))
+    return _file(path, roots=roots, nsfw=nsfw)
