@@ -213,3 +213,19 @@ def test_one_yaml_loader():
     with pytest.raises(ValueError, match="invalid YAML"):
         load_yaml("a: [unclosed")
     assert np.isclose(train_config.parse_set(["optim.lr=2e-4"])["optim"]["lr"], 2e-4)
+
+
+def test_an_unsupported_file_given_directly_is_reported_not_half_read(tmp_path):
+    """An animated GIF named on the command line is a problem with the fix, as it is inside a folder
+    (the loader would otherwise read its first frame and call that the product)."""
+    from PIL import Image
+
+    from reliable_ad.generation.inputs import read_product_inputs
+
+    gif = tmp_path / "spin.gif"
+    frames = [Image.new("RGB", (64, 64), c) for c in ((255, 0, 0), (0, 255, 0))]
+    frames[0].save(gif, save_all=True, append_images=frames[1:])
+    items, problems = read_product_inputs([str(gif), str(tmp_path / "missing.png")])
+    assert [i.path for i in items] == [str(tmp_path / "missing.png")]  # a missing image: the loader says so
+    assert len(problems) == 1 and problems[0].source == str(gif)
+    assert "unsupported file type .gif" in problems[0].message and "PNG" in problems[0].message

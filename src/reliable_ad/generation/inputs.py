@@ -155,6 +155,11 @@ def read_product_inputs(
             more, bad = _read_folder(p)
         elif p.suffix.lower() in PRODUCTS_FILE_SUFFIXES and p.is_file():
             more, bad = _read_products_file(p, check)
+        elif p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES:
+            supported = ", ".join(IMAGE_SUFFIXES)
+            more, bad = [], [InputProblem(str(p), f"unsupported file type {p.suffix.lower() or '(no extension)'}; "
+                                               f"convert it to PNG (products are {supported} images, or a "
+                                               f"{' / '.join(PRODUCTS_FILE_SUFFIXES)} products file)")]
         else:
             # missing or unreadable images are reported per product by the loader, with the fix
             more, bad = [ProductInput(str(p), _sidecar_caption(p) if p.is_file() else None)], []
