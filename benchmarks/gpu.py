@@ -45,6 +45,30 @@ def _load(name: str):
     return module
 
 
+def measure_batches(out: dict, batches, budget: Budget, device: str, measure) -> None:
+    """``measure(batch) -> result dict`` for each batch size while the budget lasts: a measurement whose
+    cost (estimated from the previous one, in proportion to the batch) does not fit, or that runs out of
+    GPU memory, is recorded in ``out["skipped"]``; results go to ``out["results"]``."""
+    last = None  # (batch, seconds) of the previous measurement
+    for b in batches:
+        estimate = last[1] * b / last[0] if last else 0.0
+        if not budget.fits(estimate):
+            out["skipped"].append({"batch": b, "why": f"budget: {budget.left:.0f} s left, about {estimate:.0f} s needed"})
+            continue
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        t = time.perf_counter()
+        try:
+            result = measure(b)
+        except torch.cuda.OutOfMemoryError as e:
+            out["skipped"].append({"batch": b, "why": f"out of memory: {str(e)[:200]}"})
+            torch.cuda.empty_cache()
+            continue
+        last = (b, time.perf_counter() - t)
+        out["results"].append({**result, "seconds_measured": round(last[1], 2)})
+
+
 class Budget:
     """Seconds left for one section; ``fits(estimate)`` says whether a measurement may start."""
 
@@ -94,25 +118,10 @@ def generation_section(args, budget: Budget) -> dict:
            "unet_params_m": round(sum(p.numel() for p in gen.pipe.unet.parameters()) / 1e6, 1),
            "controlnet_params_m": round(sum(p.numel() for p in gen.pipe.controlnet.parameters()) / 1e6, 1),
            "build_s": round(time.perf_counter() - t, 2), "results": [], "skipped": []}
-    last = None  # (batch, seconds) of the previous measurement, to estimate the next one's cost
-    for b in args.gen_batches:
-        estimate = last[1] * b / last[0] if last else 0.0
-        if not budget.fits(estimate):
-            out["skipped"].append({"batch": b, "why": f"budget: {budget.left:.0f} s left, about {estimate:.0f} s needed"})
-            continue
-        if args.device.startswith("cuda"):
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        t = time.perf_counter()
-        try:
-            r = gen_bench.bench(gen, b, args.repeats)
-        except torch.cuda.OutOfMemoryError as e:
-            out["skipped"].append({"batch": b, "why": f"out of memory: {str(e)[:200]}"})
-            torch.cuda.empty_cache()
-            continue
-        last = (b, time.perf_counter() - t)
-        r["seconds_measured"] = round(last[1], 2)
-        out["results"].append(r)
+    def measure(b: int) -> dict:
+        return gen_bench.bench(gen, b, args.repeats)
+
+    measure_batches(out, args.gen_batches, budget, args.device, measure)
     return out
 
 
@@ -131,33 +140,19 @@ def inspection_section(args, budget: Budget) -> dict:
            "depth": ins.spec.depth, "salience": ins.spec.salience,
            "rfnet_params_m": round(sum(p.numel() for p in ins.model.parameters()) / 1e6, 1),
            "build_s": round(time.perf_counter() - t, 2), "results": [], "skipped": []}
-    last = None
-    for b in args.ins_batches:
-        # set-up (warm-up, maps) plus computed and cached runs: about 2 + 2 * repeats computed batches
-        estimate = last[1] * b / last[0] if last else 0.0
-        if not budget.fits(estimate):
-            out["skipped"].append({"batch": b, "why": f"budget: {budget.left:.0f} s left, about {estimate:.0f} s needed"})
-            continue
-        if args.device.startswith("cuda"):
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        t = time.perf_counter()
-        try:
-            ins.batch_size = b
-            case = rf_bench.InspectionCase(ins, b, gen_size, args.device)  # one batch of b images
-            seconds = {False: [], True: []}
-            for _ in range(args.repeats):  # interleaved
-                for cached in (False, True):
-                    seconds[cached].append(case.run(cached)[0])
-        except torch.cuda.OutOfMemoryError as e:
-            out["skipped"].append({"batch": b, "why": f"out of memory: {str(e)[:200]}"})
-            torch.cuda.empty_cache()
-            continue
-        last = (b, time.perf_counter() - t)
-        out["results"].append({"batch": b, "repeats": args.repeats,
-                               "images_per_s_computed_maps": b / statistics.median(seconds[False]),
-                               "images_per_s_cached_maps": b / statistics.median(seconds[True]),
-                               "peak_mem_gib": _peak_gib(args.device), "seconds_measured": round(last[1], 2)})
+    def measure(b: int) -> dict:
+        ins.batch_size = b
+        case = rf_bench.InspectionCase(ins, b, gen_size, args.device)  # one batch of b images
+        seconds = {False: [], True: []}
+        for _ in range(args.repeats):  # interleaved
+            for cached in (False, True):
+                seconds[cached].append(case.run(cached)[0])
+        return {"batch": b, "repeats": args.repeats,
+                "images_per_s_computed_maps": b / statistics.median(seconds[False]),
+                "images_per_s_cached_maps": b / statistics.median(seconds[True]),
+                "peak_mem_gib": _peak_gib(args.device)}
+
+    measure_batches(out, args.ins_batches, budget, args.device, measure)
     return out
 
 

@@ -217,3 +217,27 @@ def postgres_db():
         admin.dispose()
 
     return Database(with_schema(base, schema)), drop
+
+
+def app_routes(app):
+    """(method, path, route) of every route of the app, through included routers too; the static
+    folder and the OpenAPI document as GET routes with a free path (route None)."""
+    from fastapi.routing import APIRoute
+    from starlette.routing import Mount, Route
+
+    def walk(routes, prefix):
+        for route in routes:
+            if isinstance(route, APIRoute):
+                for method in sorted(route.methods - {"HEAD"}):
+                    yield method, prefix + route.path, route
+            elif hasattr(route, "original_router"):  # an included router (newer FastAPI)
+                yield from walk(route.original_router.routes, prefix + route.include_context.prefix)
+            elif isinstance(route, Mount):  # the static files
+                yield "GET", prefix + route.path + "/{path}", None
+            elif isinstance(route, Route):
+                for method in sorted((route.methods or {"GET"}) - {"HEAD"}):
+                    yield method, prefix + route.path, None
+            else:
+                raise AssertionError(f"a route of a kind this test does not know: {route!r}; teach app_routes it")
+
+    yield from walk(app.routes, "")

@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 from sqlalchemy import select  # noqa: E402
 
-from annotation_helpers import Annotator, make_run, postgres_db  # noqa: E402
+from annotation_helpers import Annotator, app_routes, make_run, postgres_db  # noqa: E402
 from reliable_ad.annotation import security  # noqa: E402
 from reliable_ad.annotation.app import create_app  # noqa: E402
 from reliable_ad.annotation.config import AnnotationConfig  # noqa: E402
@@ -50,33 +50,6 @@ def db(request, tmp_path):
     yield database
     database.dispose()
     drop()
-
-
-# ---- the routes, found from the app ---------------------------------------------------------------
-
-
-def _routes(app):
-    """(method, path, route) of every route of the app, through included routers too; the static
-    folder and the OpenAPI document as GET routes with a free path (route None)."""
-    from fastapi.routing import APIRoute
-    from starlette.routing import Mount, Route
-
-    def walk(routes, prefix):
-        for route in routes:
-            if isinstance(route, APIRoute):
-                for method in sorted(route.methods - {"HEAD"}):
-                    yield method, prefix + route.path, route
-            elif hasattr(route, "original_router"):  # an included router (newer FastAPI)
-                yield from walk(route.original_router.routes, prefix + route.include_context.prefix)
-            elif isinstance(route, Mount):  # the static files
-                yield "GET", prefix + route.path + "/{path}", None
-            elif isinstance(route, Route):
-                for method in sorted((route.methods or {"GET"}) - {"HEAD"}):
-                    yield method, prefix + route.path, None
-            else:
-                raise AssertionError(f"a route of a kind this test does not know: {route!r}; teach _routes it")
-
-    yield from walk(app.routes, "")
 
 
 def _is_int(field) -> bool:
@@ -208,7 +181,7 @@ def test_random_requests_to_every_route_give_no_server_error(db, tmp_path):
         log_in(name)
         for batch in (1, 2):  # some assignments to answer, skip and undo
             sessions[name].next(batch, count=2)
-    routes = list(_routes(app))
+    routes = list(app_routes(app))
     assert len(routes) >= 30, routes
     for method, path, route in routes:
         known_query = [f.name for f in route.dependant.query_params] if route else []
