@@ -43,6 +43,7 @@ from typing import Any, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from reliable_ad.core.labels import CLASS_NAMES, UNSUITABLE
+from reliable_ad.data.records import iter_manifest
 
 __all__ = [
     "CLASS_NAMES", "UNSUITABLE", "Sample", "Problem", "ReadResult", "parse_label", "policy_class_names",
@@ -408,8 +409,6 @@ def read_manifest(
     skipped unless ``require_label=False``, which gives them label -1. The product id is
     ``product_id``, else ``product_hash``, else the product file's stem.
     """
-    from reliable_ad.data.records import iter_manifest
-
     label_map = _label_map(unsuitable)
     path = os.path.abspath(os.fspath(path))
     if not os.path.isfile(path):

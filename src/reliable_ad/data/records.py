@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reliable_ad.core.io import append_jsonl, read_jsonl
 from reliable_ad.core.labels import CLASS_NAMES
 
 SCHEMA_VERSION = 2
@@ -277,8 +278,6 @@ def iter_manifest(path: str | os.PathLike) -> Iterator[tuple[int, ManifestRecord
 def read_records(path: str | os.PathLike, *, repair: bool = False) -> list[ManifestRecord]:
     """Every record of a manifest a run wrote (resume, summary, report); a torn last line is dropped
     (cut off the file with ``repair=True``), any other bad line raises naming the file and line."""
-    from reliable_ad.core.io import read_jsonl
-
     out = []
     for i, obj in enumerate(read_jsonl(path, repair=repair), 1):
         try:
@@ -290,8 +289,6 @@ def read_records(path: str | os.PathLike, *, repair: bool = False) -> list[Manif
 
 def append_record(path: str | os.PathLike, record: ManifestRecord) -> None:
     """Append one record as one fsynced line (see :func:`reliable_ad.core.io.append_jsonl`)."""
-    from reliable_ad.core.io import append_jsonl
-
     append_jsonl(path, record.to_json())
 
 
