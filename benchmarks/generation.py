@@ -21,33 +21,9 @@ from PIL import Image
 
 def sd15_sized_pipeline(dtype: torch.dtype, device: str):
     """Random weights with SD1.5's exact shapes (UNet 859.5M params, ControlNet, VAE, CLIP ViT-L text)."""
-    from diffusers import (AutoencoderKL, ControlNetModel, DDIMScheduler,
-                           StableDiffusionControlNetInpaintPipeline, UNet2DConditionModel)
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from reliable_ad.generation.sd15_shaped import sd15_shaped_pipeline
 
-    from reliable_ad.generation.tiny import build_tiny_tokenizer
-
-    tok = build_tiny_tokenizer()
-    unet_cfg = dict(sample_size=64, in_channels=4, out_channels=4, cross_attention_dim=768,
-                    block_out_channels=(320, 640, 1280, 1280), layers_per_block=2, attention_head_dim=8,
-                    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
-                    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)
-    unet = UNet2DConditionModel(**unet_cfg)
-    cn = ControlNetModel(in_channels=4, cross_attention_dim=768, block_out_channels=(320, 640, 1280, 1280),
-                         layers_per_block=2, attention_head_dim=8, down_block_types=unet_cfg["down_block_types"])
-    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
-                        up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, layers_per_block=2, sample_size=512)
-    te = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                                      num_attention_heads=12, max_position_embeddings=77,
-                                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))
-    sched = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                          set_alpha_to_one=False, steps_offset=1)
-    pipe = StableDiffusionControlNetInpaintPipeline(vae=vae, text_encoder=te, tokenizer=tok, unet=unet, controlnet=cn,
-                                                    scheduler=sched, safety_checker=None, feature_extractor=None,
-                                                    requires_safety_checker=False)
-    pipe.to(device, dtype)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return sd15_shaped_pipeline(dtype, device)
 
 
 def _prepared(size: int):

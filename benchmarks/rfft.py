@@ -54,7 +54,7 @@ def _judge(sd15: bool, device):
     from reliable_ad.rfft.feedback import RFNetJudge
 
     if not sd15:
-        return RFNetJudge.from_names("tiny", "tiny", "fine-grained", device=device)
+        return RFNetJudge.from_pretrained("tiny", depth="tiny", salience="fine-grained", device=device)
     # the paper's RFNet size (ResNet-50 encoders, BERT-base caption encoder) with random weights; the
     # detached depth/salience maps come from the small estimators (they run without gradient)
     from reliable_ad.modalities import build_depth, build_salience

@@ -158,7 +158,8 @@ def test_import_rf1m_folder_keeps_release_labels(db, tmp_path):
     for i in range(3):
         Image.new("RGB", (8, 8), (i * 50, 0, 0)).save(root / "images" / f"p{i}_0.png")
         Image.new("RGB", (8, 8), (0, i * 50, 0)).save(root / "products" / f"p{i}.png")
-    (root / "labels.txt").write_text("images/p0_0.png\t0\nimages/p1_0.png Size Mismatch\nimages/p2_0.png,unsuitable\n")
+    # "1": the release README's code for Available (label codes "rf1m", the default)
+    (root / "labels.txt").write_text("images/p0_0.png\t1\nimages/p1_0.png Size Mismatch\nimages/p2_0.png,unsuitable\n")
     (root / "captions.json").write_text(json.dumps({"p0": "a lamp", "p1": "a chair"}))
     summary = import_availability(db, root, k=1)
     assert summary.added == 3

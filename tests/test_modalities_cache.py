@@ -47,7 +47,8 @@ def make_rf1m(root: Path, n: int = 4) -> Path:
     (root / "images" / "sub").mkdir(parents=True)
     for i in range(n):
         Image.fromarray(_image(10 + i, 40)).save(root / "images" / "sub" / f"{100 + i}_0.png")
-    (root / "labels.txt").write_text("".join(f"images/sub/{100 + i}_0.png {i % 5}\n" for i in range(n)))
+    # classes 0..4 in the release README's codes (label codes "rf1m": 1, 3, 4, 5, 6; 2 is Unsuitable)
+    (root / "labels.txt").write_text("".join(f"images/sub/{100 + i}_0.png {(1, 3, 4, 5, 6)[i % 5]}\n" for i in range(n)))
     return root
 
 

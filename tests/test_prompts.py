@@ -59,7 +59,7 @@ def test_builtin_presets_load_and_validate():
     # the SynthAd generator's training format: its prompts parse back into scene attributes
     from reliable_ad.synthad import attributes_from_prompt
 
-    rendered = presets["synthad"].render(0)
+    rendered = presets["synthad"].render(0, caption="a small red lipstick")
     attrs = attributes_from_prompt(rendered.prompt)
     assert attrs.wall == rendered.slot_values["wall_color"] and attrs.surface == rendered.slot_values["surface"]
     builtin_presets().clear()  # a copy: callers cannot break the registry
@@ -137,6 +137,26 @@ def test_render_shares_slot_values_and_keeps_escaped_braces():
         p.render(1, slot_values={"colour": "green"})
     with pytest.raises(TypeError, match="seed"):
         p.render("1")
+
+
+def test_caption_slot_is_filled_per_product_and_never_drawn():
+    p = preset(prompt="{caption} on a {color} table", negative_prompt="no {color} stains")
+    assert p.uses_caption and not preset().uses_caption
+    r = p.render(1, caption="  a small\nred lipstick ")
+    assert r.prompt == f"a small red lipstick on a {r.slot_values['color']} table"
+    assert "caption" not in r.slot_values  # not a drawn slot: records and retries keep only drawn ones
+    assert p.render(1, caption="a sofa").slot_values == r.slot_values  # the draw ignores the caption
+    for missing in (None, "", "  "):
+        with pytest.raises(ValueError, match=r"\{caption\}.*give each product a caption"):
+            p.render(1, caption=missing)
+    assert preset().render(1, caption="ignored").prompt == preset().render(1).prompt
+    with pytest.raises(ValueError, match="reserved for the product's caption"):
+        preset(prompt="{caption} on a table", slots={"caption": ["x"]})
+
+
+def test_the_synthad_preset_names_the_product():
+    r = get_preset("synthad").render(0, caption="a large teal sofa")
+    assert r.prompt.startswith("a large teal sofa on a ")
 
 
 def test_preset_is_frozen_and_hashable():

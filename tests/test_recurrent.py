@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import json
 from dataclasses import dataclass, replace
 
@@ -137,21 +139,22 @@ def test_defect_aware_steps_background_slots_from_the_values_the_failing_attempt
     from reliable_ad.generation.prompts import get_preset
 
     preset = get_preset("synthad")  # slots: wall_color, surface (background) and clutter (not)
+    render = functools.partial(preset.render, caption="a small red lipstick")  # {caption}: the product's
     assert preset.background_slots == ("wall_color", "surface")
     background = {n: v for n, v in preset.slots.items() if n in preset.background_slots}
     cfg = RecurrentConfig(retry_policy="defect_aware")
     kw = dict(run_seed=0, config=cfg, base_scale=preset.image_scale, slots=background)
     # the failing attempt drew values other than the ones render(0) picks
-    seed = next(s for s in range(1, 100) if preset.render(s).slot_values["wall_color"]
-                != preset.render(0).slot_values["wall_color"])
-    used = preset.render(seed).slot_values
+    seed = next(s for s in range(1, 100) if render(s).slot_values["wall_color"]
+                != render(0).slot_values["wall_color"])
+    used = render(seed).slot_values
     a1 = plan_attempt("p", 1, [_outcome(0, "Indistinctiveness")], previous_slot_values=used, **kw)
     after = lambda name, value: preset.slots[name][(preset.slots[name].index(value) + 1) % len(preset.slots[name])]  # noqa: E731
     assert a1.variation["slot_values"] == {"wall_color": after("wall_color", used["wall_color"]),
                                            "surface": after("surface", used["surface"])}
     # the clutter slot is not the policy's to change: the next render draws it from the attempt's seed
-    rendered = preset.render(a1.seed, slot_values=a1.variation["slot_values"])
-    assert rendered.slot_values["clutter"] == preset.render(a1.seed).slot_values["clutter"]
+    rendered = render(a1.seed, slot_values=a1.variation["slot_values"])
+    assert rendered.slot_values["clutter"] == render(a1.seed).slot_values["clutter"]
     # the next step continues from what attempt 1 used, not from render(0)
     used1 = rendered.slot_values
     a2 = plan_attempt("p", 2, [_outcome(0, "Indistinctiveness"), _outcome(1, "Indistinctiveness", a1.variation)],

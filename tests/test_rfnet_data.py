@@ -25,17 +25,19 @@ def _png(path: Path, size=(8, 8), color=(200, 10, 10), mode="RGB") -> Path:
     return path
 
 
+# integer labels are the release README's codes (label_codes "rf1m": 1 Available, 2 Unsuitable, 3 Space
+# Mismatch, 4 Size Mismatch, 5 Indistinctiveness, 6 Shape Hallucination); names need no mapping
 LABEL_LINES = [
     "image label",  # 1: header, skipped silently
-    "images/p1_1.png 0",  # 2
+    "images/p1_1.png 1",  # 2: Available
     "images/p1_2.png,Space Mismatch",  # 3
     "p2_1.png\tsize_mismatch",  # 4: relative to images/
     "images/p3.png   SHAPE HALLUCINATION",  # 5
     "# a comment",  # 6
     "",  # 7
-    "images/sub/p4_1.png 5",  # 8: Unsuitable
-    "images/p5_1.png 2",  # 9: missing file
-    "images/p2_2.png 9",  # 10: bad label
+    "images/sub/p4_1.png 2",  # 8: Unsuitable
+    "images/p5_1.png 4",  # 9: missing file
+    "images/p2_2.png purple",  # 10: unknown class name
     "justonetoken",  # 11: malformed
     "images/p1_1.png 3",  # 12: duplicate
     "images/p2_3.png unsuitable",  # 13: Unsuitable by name
@@ -78,7 +80,7 @@ def test_read_rf1m_records_problems_without_failing(release: Path, caplog) -> No
     lines = {p.line: p.message for p in problems}
     assert sorted(lines) == [9, 10, 11, 12]
     assert "not found" in lines[9] and "p5_1.png" in lines[9]
-    assert "0..5" in lines[10] and "p2_2.png 9" in lines[10]
+    assert "class name" in lines[10] and "p2_2.png purple" in lines[10]
     assert "justonetoken" in lines[11]
     assert "duplicate" in lines[12]
     assert all(p.file == str(release / "labels.txt") for p in problems)
@@ -124,7 +126,7 @@ def test_parse_label_is_tolerant_but_strict_about_unknowns() -> None:
 
 def test_read_rf1m_scales_to_many_lines(tmp_path: Path) -> None:
     n, n_traced = 200_000, 20_000
-    names = ["Available", "space_mismatch", "3", "Shape Hallucination", "2"]
+    names = ["Available", "space_mismatch", "5", "Shape Hallucination", "4"]  # rf1m codes: 5 Indist., 4 Size
     lines = [f"images/{i // 4:06d}_{i % 4}.png {names[i % 5]}\n" for i in range(n)]
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "labels.txt").write_text("".join(lines))

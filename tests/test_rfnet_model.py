@@ -149,7 +149,7 @@ def test_save_load_gives_identical_logits(tiny, tmp_path):
     model, processor = tiny
     batch = _inputs(processor, 2, seed=3)
     folder = save_pretrained(model, tmp_path / "rfnet")
-    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors", "tokenizer"]
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors", "tokenizer"]
     assert json.loads((folder / "config.json").read_text())["class_names"] == list(CLASS_NAMES)
     loaded, loaded_processor = load_rfnet(folder)
     assert not loaded.training

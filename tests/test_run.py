@@ -113,6 +113,26 @@ def test_bad_products_are_recorded_and_the_batch_goes_on(tiny_checkpoint, produc
     assert len([r for r in read_jsonl(out / "manifest.jsonl") if r.get("error")]) == 3
 
 
+def test_a_product_its_preset_cannot_name_is_recorded_and_the_others_go_on(tiny_checkpoint, product_files, tmp_path):
+    """A preset with {caption} needs each product's caption: one without is a failure before any
+    generation, naming the fix; the captioned product is generated with its caption in the prompt."""
+    presets = tmp_path / "presets.yaml"
+    presets.write_text('presets:\n  named:\n    prompt: "{caption} on a wooden table"\n    negative_prompt: ""\n'
+                       "    image_scale: 0.5\n", encoding="utf-8")
+    product_files[1].with_suffix(".txt").unlink()  # no caption file beside it either
+    listing = tmp_path / "products.csv"
+    listing.write_text(f"image,caption\n{product_files[0]},a red mug\n{product_files[1]},\n", encoding="utf-8")
+    inputs, problems = read_product_inputs([str(listing)])
+    assert not problems
+    out = tmp_path / "run"
+    s = run_generate(inputs, _cfg(preset="named", presets_file=str(presets)), out, progress=False)
+    assert s.written == 1 and set(s.failed_products) == {str(product_files[1])}
+    records = read_jsonl(out / "manifest.jsonl")
+    assert [r["prompt"] for r in records if not r.get("error")] == ["a red mug on a wooden table"]
+    (error,) = [r["error"] for r in records if r.get("error")]
+    assert "give each product a caption" in error
+
+
 def test_products_file_inputs(tmp_path, product_files):
     csv = tmp_path / "products.csv"
     csv.write_text("image,caption,preset\nproducts/prod_0.png,a red bottle,\nproducts/prod_1.png,,minimal-wall-color\n,,\n")

@@ -59,7 +59,7 @@ def test_packaged_generator_loads_through_the_pipeline_and_keeps_the_product():
     preset = get_preset("synthad")
     product = stream_product(123, 0)
     prepared = prepare_product(product.to_product(), gen.size, preset.image_scale)
-    rendered = preset.render(5)
+    rendered = preset.render(5, caption=product.caption)
     [out] = gen.generate([GenerationJob(prepared, rendered.prompt, rendered.negative_prompt, 5)])
     assert out.image.shape == (64, 64, 3)
     solid = prepared.alpha == 255
@@ -90,8 +90,8 @@ def test_training_prompts_are_the_synthad_preset_filled_with_the_scene():
     from reliable_ad.synthad import SceneAttributes, attributes_from_prompt
 
     attrs = SceneAttributes("light pink", "slate", "none")
-    text = tg.scene_prompt_text(attrs)
-    assert text == "a product on a slate surface, light pink wall, no clutter"
+    text = tg.scene_prompt_text(attrs, "a small red lipstick")
+    assert text == "a small red lipstick on a slate surface, light pink wall, no clutter"
     assert attributes_from_prompt(text) == attrs
 
 

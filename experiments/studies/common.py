@@ -8,7 +8,7 @@ defined, e.g. AP on a test set without an Available image), figures as PNG paths
     ctx = ExperimentContext(model="tiny", rfnet="tiny", quick=True)
     items = make_products(4, seed=ctx.seed)
     gen = load_generator(ctx)
-    prompt = synthad_prompt(7)
+    prompt = synthad_prompt(7, items[0].caption)
     images = generate(ctx, items, [prompt] * 4, seeds=[image_seed(ctx, it.key, 0) for it in items])
     verdicts = judge_oracle(items, images)
 """
@@ -92,11 +92,12 @@ def prompt_preset(name: str = PROMPT_PRESET):
     return get_preset(name)
 
 
-def synthad_prompt(seed: int, **slot_values: str):
-    """The ``synthad`` preset rendered with slot values drawn from ``seed`` (a RenderedPrompt:
-    ``.prompt``, ``.negative_prompt``, ``.slot_values`` with wall_color, surface, clutter);
-    keyword arguments fix slots, e.g. ``synthad_prompt(3, wall_color="beige")``."""
-    return prompt_preset().render(int(seed), slot_values=slot_values or None)
+def synthad_prompt(seed: int, caption: str, **slot_values: str):
+    """The ``synthad`` preset rendered for a product with this ``caption``, with slot values drawn
+    from ``seed`` (a RenderedPrompt: ``.prompt``, ``.negative_prompt``, ``.slot_values`` with
+    wall_color, surface, clutter); keyword arguments fix slots, e.g.
+    ``synthad_prompt(3, "a small red lipstick", wall_color="beige")``."""
+    return prompt_preset().render(int(seed), slot_values=slot_values or None, caption=caption)
 
 
 # ----------------------------------------------------------------------------------------------

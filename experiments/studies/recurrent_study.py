@@ -124,7 +124,8 @@ class _Trial:
         out, todo = [], []
         for item, attempt in planned:
             scale = float(attempt.variation.get("image_scale") or self.preset.image_scale)
-            rendered = self.preset.render(attempt.seed, slot_values=attempt.variation.get("slot_values"))
+            rendered = self.preset.render(attempt.seed, slot_values=attempt.variation.get("slot_values"),
+                                           caption=item.caption)
             self.used_slots[(item.key, attempt.attempt)] = dict(rendered.slot_values)
             key = (item.key, attempt.seed, scale, rendered.prompt, rendered.negative_prompt)
             if key not in self.shots:

@@ -123,7 +123,7 @@ def make_eval_set(ctx: ExperimentContext, settings: RFFTStudySettings) -> EvalSe
     for i, item in enumerate(products):
         for j in range(settings.eval_prompts):
             wall = WALL_COLOR_NAMES[(i * settings.eval_prompts + j) % len(WALL_COLOR_NAMES)]
-            prompt = synthad_prompt(sub_seed(ctx.seed, "rfft-eval-prompt", item.key, j), wall_color=wall)
+            prompt = synthad_prompt(sub_seed(ctx.seed, "rfft-eval-prompt", item.key, j), item.caption, wall_color=wall)
             groups.append(list(range(len(items), len(items) + settings.eval_seeds)))
             for s in range(settings.eval_seeds):
                 items.append(item)

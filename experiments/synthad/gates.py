@@ -323,7 +323,8 @@ def generate_images(settings: GateSettings, *, progress: bool = False, generator
     bs = settings.batch_size
     for start in _progress(range(0, len(pairs), bs), "gate 2 generate", math.ceil(len(pairs) / bs), progress):
         part = pairs[start:start + bs]
-        prompts = [preset.render(sub_seed(settings.seed, "synthad-gates/prompt", item.key, k)) for item, k in part]
+        prompts = [preset.render(sub_seed(settings.seed, "synthad-gates/prompt", item.key, k), caption=item.caption)
+                   for item, k in part]
         seeds = [derive_seed(settings.seed, f"synthad-gates/{item.key}", k) for item, k in part]
         jobs = [GenerationJob(prepared(item, gen.size, preset.image_scale), p.prompt, p.negative_prompt, int(s))
                 for (item, _), p, s in zip(part, prompts, seeds)]

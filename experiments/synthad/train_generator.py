@@ -9,13 +9,15 @@ images, a VAE with scale factor 4 (16x16x4 latents), UNet and ControlNet of abou
 
 Training, in three stages on one stream of labelled SynthAd scenes (`synthad.dataset.generate_scenes`,
 products placed as `prepare_product` places them at the `synthad` prompt preset's image_scale):
-1. the VAE learns to reconstruct scenes (L1 + MSE, a small KL term);
-2. the text encoder stays as built (random, frozen): prompts are encoded once, by the same function
-   and clip skip as the generator uses at inference (`generation.weighting.encode_prompt_pair`);
-3. UNet and ControlNet learn together to predict the noise (epsilon, SD1.5's schedule), the
-   ControlNet fed the product's Canny edges exactly as `prepare_product` makes them; the prompt is
-   dropped to the empty prompt 10% of the time so classifier-free guidance works; weights are
-   averaged (EMA) and the averaged ones are saved.
+1. the VAE learns to reconstruct scenes (L1 + MSE, a small KL term), or an existing one is taken
+   (`--vae FOLDER`, e.g. one `vae_study` trained until gate 1 held);
+2. UNet, ControlNet and the text encoder learn together to predict the noise (epsilon, SD1.5's
+   schedule), the ControlNet fed the product's Canny edges exactly as `prepare_product` makes them;
+   prompts (the `synthad` preset with the product's caption, which names its size class, as a real
+   SD1.5 reads "a lipstick") are encoded in every step by the function and clip skip inference uses
+   (`generation.weighting.encode_weighted_prompts`, with its graph kept), so the encoder learns to
+   read colours and sizes; the prompt is dropped to the empty prompt 10% of the time so
+   classifier-free guidance works; weights are averaged (EMA) and the averaged ones are saved.
 
 The scenes mix classes as a real generator's outputs do (`GENERATOR_SHARES`: half Available, the
 rest spread over the four failure classes), so the generator learns to make failures too, about as
@@ -74,6 +76,9 @@ class GeneratorTrainConfig:
     threads: int = 0  # torch threads; 0 = torch's default
     eval_products: int = 48  # products judged by the oracle after training (one image each)
     init_from: str | None = None  # a trained generator folder to continue from (base/, controlnet/)
+    vae: str | None = None  # an AutoencoderKL folder to use as it is (no VAE stage)
+    text_lr: float = 5e-4  # peak learning rate of the text encoder (0: frozen, as before)
+    new_tokenizer: bool = False  # with init_from: a fresh word-level tokenizer and text encoder (build_components)
 
     @classmethod
     def quick(cls) -> "GeneratorTrainConfig":
@@ -92,13 +97,14 @@ class SceneTensors:
     labels: Counter = field(default_factory=Counter)
 
 
-def scene_prompt_text(attrs) -> str:
-    """The `synthad` prompt preset filled with a scene's attributes: the text the generator learns."""
+def scene_prompt_text(attrs, caption: str) -> str:
+    """The `synthad` prompt preset filled with a scene's attributes and its product's caption: the
+    text the generator learns."""
     from reliable_ad.generation.prompts import get_preset
 
     clutter = "no" if attrs.clutter == "none" else attrs.clutter
     values = {"wall_color": attrs.wall, "surface": attrs.surface, "clutter": clutter}
-    return get_preset(PROMPT_PRESET).render(0, slot_values=values).prompt
+    return get_preset(PROMPT_PRESET).render(0, slot_values=values, caption=caption).prompt
 
 
 def make_scene_tensors(n: int, seed: int) -> SceneTensors:
@@ -122,7 +128,7 @@ def make_scene_tensors(n: int, seed: int) -> SceneTensors:
             raise AssertionError(f"scene {item.image_name}: the product is not where prepare_product puts it")
         images.append(scene.image)
         controls.append(prepared.control[..., 0])
-        ids.append(prompts.setdefault(scene_prompt_text(scene.attrs), len(prompts)))
+        ids.append(prompts.setdefault(scene_prompt_text(scene.attrs, scene.caption), len(prompts)))
         labels[scene.label_name] += 1
     return SceneTensors(
         images=torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0),
@@ -133,12 +139,29 @@ def make_scene_tensors(n: int, seed: int) -> SceneTensors:
     )
 
 
+def prompt_words() -> list[str]:
+    """Every word a `synthad` prompt can hold (the preset's text and slot values, the products'
+    captions), in a fixed order: the generator's tokenizer makes each one token, as a real CLIP
+    vocabulary has "pink" and "sofa", so the text encoder sees words rather than letters."""
+    import re
+
+    from reliable_ad.generation.prompts import get_preset
+    from reliable_ad.synthad.products import CATEGORIES, COLOR_NAMES
+    from reliable_ad.synthad.world import SIZE_CLASSES
+
+    preset = get_preset(PROMPT_PRESET)
+    texts = [re.sub(r"\{\w*\}", " ", preset.prompt), *(v for values in preset.slots.values() for v in values), *SIZE_CLASSES, *COLOR_NAMES,
+             *(c.noun for c in CATEGORIES.values())]
+    return list(dict.fromkeys(w for text in texts for w in re.findall(r"[a-z]+", text.lower())))
+
+
 def build_components(seed: int = 0) -> dict:
-    """The untrained SynthAd generator: `tiny`'s components at 64 px with a factor-4 VAE."""
+    """The untrained SynthAd generator: `tiny`'s components at 64 px with a factor-4 VAE and a tokenizer
+    that has the SynthAd prompt words (`prompt_words`) as tokens."""
     from reliable_ad.generation.tiny import build_tiny_components
 
     parts = build_tiny_components(seed=seed, image_size=SIZE, vae_scale_factor=VAE_SCALE_FACTOR,
-                                  unet_channels=UNET_CHANNELS)
+                                  unet_channels=UNET_CHANNELS, words=prompt_words())
     with torch.no_grad():  # tiny's random zero-convolutions suit an untrained demo, not training
         cn = parts["controlnet"]
         for module in [*cn.controlnet_down_blocks, cn.controlnet_mid_block, cn.controlnet_cond_embedding.conv_out]:
@@ -220,16 +243,17 @@ def encode_latents(vae, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return torch.cat(means) * s, torch.cat(stds) * s
 
 
-@torch.no_grad()
-def encode_prompts(tokenizer, text_encoder, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(P, L, D) embeddings of the prompts and (1, L, D) of the empty prompt, as inference encodes them."""
+def encode_prompts(tokenizer, text_encoder, prompts: list[str], *, grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(P, L, D) embeddings of the prompts and (P, L, D) of the empty prompt padded to their length,
+    as inference encodes a prompt and the empty negative prompt (`encode_prompt_pair`)."""
     from reliable_ad.generation.config import SamplingConfig
-    from reliable_ad.generation.weighting import encode_prompt_pair
+    from reliable_ad.generation.weighting import encode_weighted_prompts
 
     skip = SamplingConfig(clip_skip=CLIP_SKIP).diffusers_clip_skip
-    pos, neg = encode_prompt_pair(tokenizer, text_encoder, prompts, [""] * len(prompts), clip_skip=skip,
-                                  device="cpu", dtype=torch.float32)
-    return pos, neg[:1]
+    kwargs = dict(clip_skip=skip, device="cpu", dtype=torch.float32, grad=grad)
+    pos = encode_weighted_prompts(tokenizer, text_encoder, prompts, **kwargs)
+    empty = encode_weighted_prompts(tokenizer, text_encoder, [""], **kwargs)
+    return pos, empty.repeat(1, pos.shape[1] // empty.shape[1], 1).expand_as(pos)
 
 
 class EMA:
@@ -260,13 +284,18 @@ def train_denoiser(parts: dict, data: SceneTensors, cfg: GeneratorTrainConfig, p
 
     unet, controlnet = parts["unet"], parts["controlnet"]
     noise_schedule = DDPMScheduler.from_config(parts["scheduler"].config)
+    tokenizer, text_encoder = parts["tokenizer"], parts["text_encoder"]
     mean, std = encode_latents(parts["vae"], data.images)
-    embeds, empty = encode_prompts(parts["tokenizer"], parts["text_encoder"], data.prompts)
     params = [*unet.parameters(), *controlnet.parameters()]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
-    ema = EMA(params, cfg.ema_decay)
+    text_params = [p for p in text_encoder.parameters()] if cfg.text_lr > 0 else []
+    for p in text_encoder.parameters():
+        p.requires_grad_(bool(text_params))
+    groups = [{"params": params, "peak": cfg.lr}] + ([{"params": text_params, "peak": cfg.text_lr}] if text_params else [])
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=1e-4)
+    ema = EMA(params + text_params, cfg.ema_decay)
     unet.train()
     controlnet.train()
+    text_encoder.train(bool(text_params))
     g = torch.Generator().manual_seed(cfg.seed + 3)
     bs = min(cfg.batch_size, len(data.images))
     losses = []
@@ -274,15 +303,16 @@ def train_denoiser(parts: dict, data: SceneTensors, cfg: GeneratorTrainConfig, p
                disable=not progress)
     for step, idx in enumerate(bar):
         for group in opt.param_groups:
-            group["lr"] = _lr(step, cfg.steps, cfg.lr, cfg.min_lr, cfg.warmup)
+            group["lr"] = _lr(step, cfg.steps, group["peak"], cfg.min_lr * group["peak"] / cfg.lr, cfg.warmup)
         b = len(idx)
         latents = mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=g)
         noise = torch.randn(latents.shape, generator=g)
         t = torch.randint(0, noise_schedule.config.num_train_timesteps, (b,), generator=g)
         noisy = noise_schedule.add_noise(latents, noise, t)
-        text = embeds[data.prompt_ids[idx]]
+        text, empty = encode_prompts(tokenizer, text_encoder, [data.prompts[i] for i in data.prompt_ids[idx]],
+                                     grad=bool(text_params))
         dropped = torch.rand(b, generator=g) < cfg.cond_drop
-        text = torch.where(dropped[:, None, None], empty.expand_as(text), text)
+        text = torch.where(dropped[:, None, None], empty, text)
         control = data.controls[idx].float().div(255.0).expand(-1, 3, -1, -1)
         down, mid = controlnet(noisy, t, encoder_hidden_states=text, controlnet_cond=control, return_dict=False)
         pred = unet(noisy, t, encoder_hidden_states=text, down_block_additional_residuals=down,
@@ -290,7 +320,7 @@ def train_denoiser(parts: dict, data: SceneTensors, cfg: GeneratorTrainConfig, p
         loss = F.mse_loss(pred, noise)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        torch.nn.utils.clip_grad_norm_(params + text_params, 1.0)
         opt.step()
         ema.update()
         losses.append(loss.item())
@@ -298,6 +328,8 @@ def train_denoiser(parts: dict, data: SceneTensors, cfg: GeneratorTrainConfig, p
     ema.copy_to_params()
     unet.eval()
     controlnet.eval()
+    text_encoder.eval()
+    text_encoder.requires_grad_(False)
     return {"final_loss": float(np.mean(losses[-100:])), "prompts": len(data.prompts)}
 
 
@@ -349,7 +381,7 @@ def evaluate_generator(base: str | Path, controlnet: str | Path, *, products: in
     items = [stream_product(seed, p) for p in range(products)]
     jobs = []
     for p, product in enumerate(items):
-        rendered = preset.render(seed + p)
+        rendered = preset.render(seed + p, caption=product.caption)
         jobs.append(GenerationJob(prepare_product(product.to_product(), SIZE, preset.image_scale),
                                   rendered.prompt, rendered.negative_prompt, seed + p))
     images = []
@@ -384,10 +416,16 @@ def train_generator(out: str | Path, cfg: GeneratorTrainConfig | None = None, *,
     times["scenes"] = time.perf_counter() - t0
     logger.info("%d scenes (%s), %d prompts", cfg.scenes, dict(data.labels), len(data.prompts))
     parts = load_components(cfg.init_from) if cfg.init_from else build_components(cfg.seed)
-    for p in parts["text_encoder"].parameters():
-        p.requires_grad_(False)
+    if cfg.init_from and cfg.new_tokenizer:
+        fresh = build_components(cfg.seed)
+        parts["tokenizer"], parts["text_encoder"] = fresh["tokenizer"], fresh["text_encoder"]
+    if cfg.vae:
+        from diffusers import AutoencoderKL
+
+        parts["vae"] = AutoencoderKL.from_pretrained(cfg.vae, torch_dtype=torch.float32)
     t0 = time.perf_counter()
-    vae_stats = train_vae(parts["vae"], data, cfg, progress) if cfg.vae_steps else {"skipped": True}
+    vae_stats = {"from": cfg.vae} if cfg.vae else \
+        train_vae(parts["vae"], data, cfg, progress) if cfg.vae_steps else {"skipped": True}
     for p in parts["vae"].parameters():
         p.requires_grad_(False)
     times["vae"] = time.perf_counter() - t0
@@ -435,6 +473,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("scenes", "steps", "vae_steps", "batch_size", "seed", "threads", "eval_products"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, help=f"default {getattr(defaults, name)}")
     p.add_argument("--lr", type=float, help=f"peak learning rate of UNet + ControlNet (default {defaults.lr})")
+    p.add_argument("--text-lr", type=float, help=f"peak learning rate of the text encoder, 0 to freeze it "
+                   f"(default {defaults.text_lr})")
+    p.add_argument("--new-tokenizer", action="store_true", help="with --init-from: keep its UNet and ControlNet "
+                   "but start a fresh text encoder with the word-level tokenizer of build_components")
+    p.add_argument("--vae", metavar="DIR", help="use this AutoencoderKL folder as it is (no VAE stage), e.g. one "
+                   "experiments.synthad.vae_study trained")
     p.add_argument("--init-from", metavar="DIR", help="continue training a saved generator (with --vae-steps 0 "
                    "its VAE is kept as it is)")
     p.add_argument("--install", action="store_true", help=f"copy the result into the package ({PACKAGED})")
@@ -442,7 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = GeneratorTrainConfig.quick() if args.quick else GeneratorTrainConfig()
-    for name in ("scenes", "steps", "vae_steps", "batch_size", "seed", "threads", "eval_products", "init_from", "lr"):
+    for name in ("scenes", "steps", "vae_steps", "batch_size", "seed", "threads", "eval_products", "init_from", "lr",
+                 "text_lr", "vae", "new_tokenizer"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     report = train_generator(args.out, cfg, progress=not args.no_progress)

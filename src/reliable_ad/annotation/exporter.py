@@ -7,11 +7,16 @@
   and ``products/``, named so that :func:`reliable_ad.data.readers.read_rf1m` pairs them up.
 - Preference JSON Lines: every ranking with the order it was shown in, plus a summary (mean rank,
   pairwise win rates with 95% intervals).
+- Pairwise preference JSON in HPSv3's training-data form (a list of ``prompt``, ``path1`` the
+  preferred image, ``path2`` the other, ``confidence`` the share of annotators who preferred it),
+  for reward models trained on human preference pairs.
+- Label Studio tasks and labeling configs: :mod:`reliable_ad.annotation.label_studio`.
 Every file is written atomically: a failed export leaves the previous one intact.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -208,7 +213,8 @@ def preference_rankings(db: Database, batches: list[str] | None = None) -> list[
                 })
             records.append({
                 "batch": names[task.batch_id], "key": task.key, "product_id": task.product_id,
-                "product": task.product_path, "caption": task.caption, "seed": task.meta.get("seed"),
+                "product": task.product_path, "caption": task.caption, "prompt": task.meta.get("prompt"),
+                "seed": task.meta.get("seed"),
                 "candidates": [{"method": c.method, "image": c.image_path} for c in candidates.values()],
                 "rankings": rankings,
             })
@@ -230,3 +236,48 @@ def export_preference(db: Database, out: str | os.PathLike, *, batches: list[str
     atomic_write_json(out.with_name(out.stem + ".summary.json"), json_safe(summary))
     return ExportSummary(out, records=len(records), votes=summary["rankings"])
 
+
+
+@dataclass
+class PairwiseSummary(ExportSummary):
+    ties: int = 0  # pairs the annotators split evenly on: no preferred image, left out
+
+
+def preference_pairs(records: list[dict]) -> tuple[list[dict], int]:
+    """Every two candidates of a ranked set as one pair, preferred first (HPSv3's ``path1``), with the
+    share of the set's rankings that preferred it as ``confidence``; and the number of ties left out."""
+    pairs, ties = [], 0
+    for rec in records:
+        images = {c["method"]: c["image"] for c in rec["candidates"]}
+        rankings = [r["ranking"] for r in rec["rankings"]]
+        for a, b in itertools.combinations(sorted(images), 2):
+            a_wins = sum(r.index(a) < r.index(b) for r in rankings if a in r and b in r)
+            b_wins = sum(r.index(b) < r.index(a) for r in rankings if a in r and b in r)
+            if a_wins + b_wins == 0:
+                continue
+            if a_wins == b_wins:
+                ties += 1
+                continue
+            (win, n_win), (lose, n_lose) = sorted(((a, a_wins), (b, b_wins)), key=lambda m: -m[1])
+            pairs.append({
+                "prompt": rec["prompt"] or rec["caption"], "path1": images[win], "path2": images[lose],
+                "confidence": round(n_win / (n_win + n_lose), 4),
+                "method1": win, "method2": lose, "votes": [n_win, n_lose], "annotators": n_win + n_lose,
+                "caption": rec["caption"], "batch": rec["batch"], "key": rec["key"], "product_id": rec["product_id"],
+            })
+    return pairs, ties
+
+
+def export_pairwise_json(db: Database, out: str | os.PathLike, *, batches: list[str] | None = None,
+                         min_votes: int = 1) -> PairwiseSummary:
+    """Preference pairs as one JSON list at ``out``, in HPSv3's training-data keys (``prompt``, ``path1``
+    preferred, ``path2``, ``confidence``) plus ours; image paths are absolute, as HPSv3 opens them."""
+    if not isinstance(min_votes, int) or min_votes < 1:
+        raise ValueError(f"--min-votes {min_votes!r}: expected an int >= 1 (annotators who judged a pair)")
+    out = Path(out).absolute()
+    pairs, ties = preference_pairs(preference_rankings(db, batches))
+    kept = [p for p in pairs if p["annotators"] >= min_votes]
+    atomic_write_json(out, kept)
+    logger.info("wrote %d preference pairs to %s (%d ties left out)", len(kept), out, ties)
+    return PairwiseSummary(out, records=len(kept), votes=sum(p["annotators"] for p in kept),
+                           below_min_votes=len(pairs) - len(kept), ties=ties)

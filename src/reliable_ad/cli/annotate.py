@@ -65,9 +65,15 @@ def add_parser(sub) -> None:
                             description="Import a generation run (folder with manifest.jsonl, or the manifest), or an "
                                         "RF1M-style folder, as an availability batch; with --preference, two or more "
                                         "runs of different methods as sets to rank. All or nothing: a malformed or "
-                                        "oversized input imports nothing. Importing again adds only new items.")
+                                        "oversized input imports nothing. Importing again adds only new items. "
+                                        "With --label-studio FILE: Label Studio's JSON export of tasks that "
+                                        "`annotate export --format label-studio` wrote, as labels (or rankings) "
+                                        "by its annotators; bad items are listed and the rest is imported.")
     _db_args(i)
-    i.add_argument("paths", nargs="+", metavar="RUN_DIR|RF1M_DIR", help="what to import")
+    i.add_argument("paths", nargs="*", metavar="RUN_DIR|RF1M_DIR", help="what to import")
+    i.add_argument("--label-studio", metavar="FILE",
+                   help="import the answers in Label Studio's JSON export (Export -> JSON): users are matched or "
+                        "created by completed_by (email, else label-studio-<id>), cancelled annotations skipped")
     i.add_argument("--name", help="batch name (default: the folder name); an existing batch gets the new items")
     i.add_argument("--k", type=int, help="answers wanted per item from different annotators (default 2)")
     i.add_argument("--order", choices=("sequential", "uncertainty", "random"),
@@ -83,13 +89,25 @@ def add_parser(sub) -> None:
     i.add_argument("--max-import-records", type=int, help="refuse more records (default 2,000,000)")
     i.set_defaults(func=run_import)
 
-    e = commands.add_parser("export", help="export labels (RF1M or JSONL) or rankings",
+    e = commands.add_parser("export", help="export labels (RF1M, JSONL, Label Studio) or rankings",
                             description="Export availability labels as an RF1M-style folder (labels.txt, captions.json, "
                                         "products/) or as JSON Lines with every vote, both readable by RFNet's data "
-                                        "readers; or, with --kind preference, every ranking plus a summary.")
+                                        "readers; or, with --kind preference, every ranking plus a summary "
+                                        "(jsonl), or preference pairs in HPSv3's training JSON (pairwise-json: "
+                                        "prompt, path1 preferred, path2, confidence). --format label-studio writes "
+                                        "Label Studio tasks and the labeling config into the --out folder "
+                                        "(tasks.json + labeling_config.xml; with --kind preference "
+                                        "pairwise_tasks.json + pairwise_config.xml).")
     _db_args(e)
-    e.add_argument("--format", choices=("rf1m", "jsonl"), default="jsonl", help="default jsonl")
-    e.add_argument("--out", required=True, help="a .jsonl file, or a folder for rf1m")
+    e.add_argument("--format", choices=("rf1m", "jsonl", "label-studio", "pairwise-json"), default="jsonl",
+                   help="default jsonl; pairwise-json goes with --kind preference")
+    e.add_argument("--out", required=True, help="a .jsonl or .json file, or a folder for rf1m and label-studio")
+    e.add_argument("--url-prefix", metavar="PREFIX",
+                   help="label-studio: image URLs are PREFIX + the path relative to --url-root, e.g. "
+                        "https://host/ads/ where you serve the files, or /data/local-files/?d= for Label Studio's "
+                        "local files (LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true, document root = --url-root); "
+                        "default: paths relative to --out")
+    e.add_argument("--url-root", metavar="DIR", help="label-studio: the folder --url-prefix serves (default --out)")
     e.add_argument("--kind", choices=("availability", "preference"), default="availability")
     e.add_argument("--batch", nargs="+", metavar="NAME", help="only these batches (default: all of the kind)")
     e.add_argument("--min-votes", type=int, default=1, help="leave out images with fewer labels (default 1)")
@@ -118,6 +136,10 @@ def run_import(args: argparse.Namespace) -> int:
 
     config = _config(args)
     limits = Limits(config.max_import_bytes, config.max_import_records)
+    if args.label_studio:
+        return _import_label_studio(args, config, limits)
+    if not args.paths:
+        raise ValueError("annotate import needs a RUN_DIR or RF1M_DIR (or --label-studio FILE); see --help")
     if args.methods and not args.preference:
         raise ValueError("--methods names the runs of a --preference import; add --preference")
     if not args.preference and len(args.paths) > 1 and args.name:
@@ -148,15 +170,48 @@ def run_import(args: argparse.Namespace) -> int:
     return 1 if any(s.problems for s in summaries) else 0
 
 
+def _import_label_studio(args: argparse.Namespace, config, limits) -> int:
+    from reliable_ad.annotation.db import Database
+    from reliable_ad.annotation.label_studio import import_label_studio
+
+    if args.paths or args.preference or args.name or args.methods:
+        raise ValueError("--label-studio FILE imports answers into the batches its tasks came from; drop the "
+                         "RUN_DIR, --preference, --name and --methods")
+    db = Database(config.db)
+    try:
+        s = import_label_studio(db, args.label_studio, limits=limits)
+    finally:
+        db.dispose()
+    for p in s.problems:
+        print(f"skipped: {p}", file=sys.stderr)
+    created = f"; new users {', '.join(s.users_created)} (give them a password with `users invite NAME`)" \
+        if s.users_created else ""
+    print(f"{args.label_studio}: {s.tasks} tasks, {s.added} answers imported, {s.present} already there, "
+          f"{s.cancelled} cancelled skipped, {len(s.problems)} problem(s){created}")
+    return 1 if s.problems else 0
+
+
 def run_export(args: argparse.Namespace) -> int:
     from reliable_ad.annotation.db import Database
-    from reliable_ad.annotation.exporter import export_jsonl, export_preference, export_rf1m
+    from reliable_ad.annotation.exporter import export_jsonl, export_pairwise_json, export_preference, export_rf1m
+    from reliable_ad.annotation.label_studio import export_label_studio
 
+    if (args.url_prefix or args.url_root) and args.format != "label-studio":
+        raise ValueError(f"--url-prefix/--url-root set the image URLs of --format label-studio, not {args.format}; "
+                         "drop them or pass --format label-studio")
+    if args.format == "pairwise-json" and args.kind != "preference":
+        raise ValueError("--format pairwise-json exports rankings as preference pairs; add --kind preference")
     db = Database(_config(args).db)
     try:
-        if args.kind == "preference":
+        if args.format == "label-studio":
+            summary = export_label_studio(db, args.out, kind=args.kind, batches=args.batch,
+                                          url_prefix=args.url_prefix, url_root=args.url_root)
+        elif args.format == "pairwise-json":
+            summary = export_pairwise_json(db, args.out, batches=args.batch, min_votes=args.min_votes)
+        elif args.kind == "preference":
             if args.format != "jsonl":
-                raise ValueError("rankings export as --format jsonl only")
+                raise ValueError(f"--format {args.format} exports labels; rankings export as --format jsonl or "
+                                 "pairwise-json")
             summary = export_preference(db, args.out, batches=args.batch)
         elif args.format == "rf1m":
             summary = export_rf1m(db, args.out, batches=args.batch, min_votes=args.min_votes)
@@ -164,8 +219,13 @@ def run_export(args: argparse.Namespace) -> int:
             summary = export_jsonl(db, args.out, batches=args.batch, min_votes=args.min_votes)
     finally:
         db.dispose()
+    if args.format == "label-studio":
+        print(f"wrote {summary.records} Label Studio tasks to {summary.path}, the labeling config beside it; "
+              "create a project with the config, then import the tasks")
+        return 0
     left_out = (f"; {summary.below_min_votes} with fewer than {args.min_votes} votes left out"
                 if summary.below_min_votes else "")
+    left_out += f"; {summary.ties} tied pairs left out" if getattr(summary, "ties", 0) else ""
     print(f"wrote {summary.records} records ({summary.votes} answers) to {summary.path}{left_out}")
     return 0
 

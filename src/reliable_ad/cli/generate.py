@@ -37,6 +37,17 @@ GENERATION_FLAGS = {
     "presets_file": "presets_file",
     "num_per_product": "num_per_product",
     "seed": "seed",
+    "attention": "speed.attention",
+    "channels_last": "speed.channels_last",
+    "compile": "speed.compile",
+    "compile_mode": "speed.compile_mode",
+    "reuse_control_embedding": "speed.reuse_control_embedding",
+    "overlap_inspection": "speed.overlap_inspection",
+    "c2pa": "provenance.c2pa",
+    "c2pa_cert": "provenance.c2pa_cert",
+    "c2pa_key": "provenance.c2pa_key",
+    "watermark": "provenance.watermark",
+    "watermark_product": "provenance.watermark_product",
 }
 
 
@@ -81,6 +92,46 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--box-alpha-threshold", type=int,
                    help="the product is cropped to its pixels with alpha >= this: 128 as the authors do, so a faint "
                         "drop shadow does not shrink the product; 1 keeps faint shadows (default 128)")
+    add_speed_args(p)
+    v = p.add_argument_group(
+        "provenance", "Every image is labelled AI-generated (PNG text + XMP), carries a signed C2PA manifest and an "
+        "invisible watermark; `reliable-ad verify IMAGE` checks them (README, \"Provenance\").")
+    v.add_argument("--c2pa-cert", metavar="PEM", help="C2PA signing certificate chain, signing certificate first "
+                   "(default: a self-signed development identity made once under $RELIABLE_AD_HOME/c2pa or "
+                   "~/.cache/reliable-ad/c2pa: valid, but not trusted by validators)")
+    v.add_argument("--c2pa-key", metavar="PEM", help="private key of --c2pa-cert (EC P-256, ES256; unencrypted PEM)")
+    v.add_argument("--no-c2pa", dest="c2pa", action="store_const", const=False,
+                   help="write no C2PA manifest (the PNG label and the watermark stay)")
+    v.add_argument("--no-watermark", dest="watermark", action="store_const", const=False,
+                   help="no invisible watermark")
+    v.add_argument("--watermark-product", action="store_const", const=True,
+                   help="watermark the product's pixels too (by default they stay exactly the cut-out's)")
+
+
+def add_speed_args(p: argparse.ArgumentParser) -> None:
+    """generation.speed: how fast, never what (docs/benchmarks.md, "Speed options")."""
+    from reliable_ad.generation.config import ATTENTION, COMPILE_MODES
+
+    f = p.add_argument_group("speed", "Options that make generation faster without changing what it makes: "
+                             "images stay equal within float tolerance; a resumed run may change them.")
+    f.add_argument("--attention", choices=ATTENTION,
+                   help="sdpa: torch's fused scaled_dot_product_attention (flash/memory-efficient kernels on a GPU; "
+                        "default); default: diffusers' plain matmul + softmax attention, slower, for comparison")
+    f.add_argument("--channels-last", action="store_const", const=True,
+                   help="UNet, ControlNet and VAE in channels-last memory format (usually faster convolutions on a "
+                        "GPU in fp16; off by default)")
+    f.add_argument("--compile", action="store_const", const=True,
+                   help="torch.compile the UNet and ControlNet: the first batch of each size compiles (about a "
+                        "minute or more on a GPU; several on a CPU), later batches run faster; off by default")
+    f.add_argument("--compile-mode", choices=COMPILE_MODES,
+                   help="torch.compile mode with --compile (default: default; reduce-overhead adds CUDA graphs)")
+    f.add_argument("--no-reuse-control-embedding", dest="reuse_control_embedding", action="store_const", const=False,
+                   help="recompute the ControlNet's embedding of the Canny image at every denoising step (by "
+                        "default it is computed once per batch: the same result, less work)")
+    f.add_argument("--overlap-inspection", action="store_const", const=True,
+                   help="`run` only: inspect batch i (RFNet, depth, salience) in a worker thread, on a CUDA stream "
+                        "of its own, while batch i+1 generates; the same verdicts and records in the same order "
+                        "(off by default)")
 
 
 def add_parser(sub) -> None:

@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import argparse
 import errno
-import logging
 import os
 import sys
 
 from reliable_ad import __version__
+from reliable_ad.cli.console import setup_console
 
 
 def _subcommands():
     # each module exposes add_parser(subparsers) and sets `func` on its parser
-    from reliable_ad.cli import annotate, generate, info, inspect, modalities, rfft, rfnet, run, synthad
+    from reliable_ad.cli import annotate, data, generate, info, inspect, modalities, push, rfft, rfnet, run, synthad, verify
 
-    return [generate, run, rfft, info, inspect, modalities, rfnet, annotate, synthad]
+    return [generate, run, rfft, info, inspect, modalities, data, rfnet, annotate, synthad, push, verify]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `reliable-ad COMMAND --help` for the options of each command.",
     )
     parser.add_argument("--version", action="version", version=f"reliable-ad {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="also show the libraries' warnings and loading bars, and info logs (-vv: debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _subcommands():
         module.add_parser(sub)
@@ -65,13 +66,7 @@ def disk_full_message(command: str, err: OSError, out: str | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for noisy in ("diffusers", "transformers"):
-        logging.getLogger(noisy).setLevel(logging.ERROR if args.verbose < 2 else logging.INFO)
+    setup_console(args.verbose)  # third-party warnings and loading bars only with -v
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)

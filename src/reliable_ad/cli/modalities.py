@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from reliable_ad.cli.data import LABEL_CODES_HELP
+
 NONE = "none"
 
 
@@ -16,7 +18,8 @@ def add_parser(sub) -> None:
             "Compute the depth and salience map of every image of a generation run (RUN_DIR/manifest.jsonl) "
             "or an RF1M-style dataset folder into DIR/modalities/<depth|salience>/<image>.npy (float16) with "
             "DIR/modalities/meta.json. Rerunning skips the maps that exist. Training and `inspect` use them "
-            "when they come from the model's estimators."
+            "when they come from the model's estimators. Under accelerate launch / torchrun (or with --rank and "
+            "--world-size) each process computes its share of the sorted images."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -27,6 +30,10 @@ def add_parser(sub) -> None:
     p.add_argument("--size", type=int, help="map side in px (default 384, or the --rfnet model's)")
     p.add_argument("--batch-size", type=int, default=8, help="images per estimator call")
     p.add_argument("--device", help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--label-codes", metavar="NAME|FILE", help="RF1M folders: " + LABEL_CODES_HELP)
+    p.add_argument("--rank", type=int, help="this process's share: sorted images [rank::world-size] (default: the "
+                                            "launcher's RANK, else 0)")
+    p.add_argument("--world-size", type=int, help="processes sharing the work (default: WORLD_SIZE, else 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -56,15 +63,21 @@ def _spec(args: argparse.Namespace) -> tuple[str | None, str | None, int]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from reliable_ad.cli.data import show_class_histograms
     from reliable_ad.modalities.cache import build_cache
     from reliable_ad.rfnet.inspector import default_device
 
+    show_class_histograms()
     depth, salience, size = _spec(args)
     s = build_cache(args.dir, depth=depth, salience=salience, size=size, batch_size=args.batch_size,
-                    device=args.device or default_device(), progress=not args.no_progress)
+                    device=args.device or default_device(), progress=not args.no_progress, rank=args.rank,
+                    world_size=args.world_size, label_codes=args.label_codes)
     print(f"{s.images} image(s): written depth {s.written['depth']}, salience {s.written['salience']}; "
           f"already cached depth {s.skipped['depth']}, salience {s.skipped['salience']}; {len(s.failed)} failed "
           f"-> {s.root / 'modalities'} (depth={depth}, salience={salience}, size={size})", file=sys.stderr)
+    if s.images_per_second:
+        print(f"{s.images_per_second:.2f} images/s, {s.bytes_per_image:.0f} bytes of maps per image "
+              f"(recorded in {s.root / 'modalities' / 'throughput'})", file=sys.stderr)
     for image, error in s.failed.items():
         print(f"  failed: {image}: {error}", file=sys.stderr)
     return 1 if s.failed else 0

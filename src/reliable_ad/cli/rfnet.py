@@ -16,6 +16,8 @@ import json
 import sys
 import warnings
 
+from reliable_ad.cli.data import LABEL_CODES_HELP, show_class_histograms
+
 # flag -> TrainConfig field
 TRAIN_FLAGS = {
     "source": "model.source",
@@ -28,6 +30,7 @@ TRAIN_FLAGS = {
     "class_weighting": "optim.class_weighting",
     "max_steps": "optim.max_steps",
     "unsuitable": "data.unsuitable",
+    "shards": "data.shards",
     "split_seed": "data.split_seed",
     "mixed_precision": "runtime.mixed_precision",
     "device": "runtime.device",
@@ -79,6 +82,10 @@ def _add_train(rsub) -> None:
     p.add_argument("--data", nargs="+", metavar="PATH",
                    help="data sources (RF1M folders, run folders or manifests, annotation exports); "
                         "replace the config's")
+    p.add_argument("--shards", metavar="DIR|GLOB",
+                   help="train on WebDataset shards written by `reliable-ad data shard` (each process and DataLoader "
+                        "worker reads its own shards; resumes exactly); --data then gives only the val/test data")
+    p.add_argument("--label-codes", metavar="NAME|FILE", help=LABEL_CODES_HELP + " (applies to every --data source)")
     p.add_argument("--model", dest="source",
                    help="preset (see `reliable-ad rfnet presets`), config file or saved folder")
     p.add_argument("--depth", help="depth estimator (default: the model's)")
@@ -127,6 +134,7 @@ def _add_eval(rsub) -> None:
                    help="seed of the by-product split (default: the model's training.json, else 0)")
     p.add_argument("--unsuitable",
                    help="Unsuitable label: drop, keep or merge:<class> (default: as in training, else drop)")
+    p.add_argument("--label-codes", default="rf1m", metavar="NAME|FILE", help=LABEL_CODES_HELP)
     p.add_argument("--batch-size", type=int, default=32, help="batch size per process")
     p.add_argument("--num-workers", type=int, default=2, help="DataLoader workers per process")
     p.add_argument("--depth", help="depth estimator (default: the model's modalities.json)")
@@ -142,10 +150,15 @@ def run_train(args: argparse.Namespace) -> int:
     from reliable_ad.rfnet.train import train
     from reliable_ad.rfnet.train_config import TrainConfig, parse_set
 
+    show_class_histograms()
     overrides = overrides_from_args(args, TRAIN_FLAGS)
     if args.data:
-        overrides = merge_dicts(overrides, {"data": {"sources": [{"path": path} for path in args.data]}})
+        codes = {"label_codes": args.label_codes} if args.label_codes else {}
+        overrides = merge_dicts(overrides, {"data": {"sources": [{"path": path, **codes} for path in args.data]}})
     config = TrainConfig.load(args.config, merge_dicts(overrides, parse_set(args.set)))
+    if args.label_codes and not args.data:  # the config file's sources
+        config = TrainConfig.from_dict(merge_dicts(config.to_dict(), {"data": {"sources": [
+            {**source, "label_codes": args.label_codes} for source in config.to_dict()["data"]["sources"]]}}))
     metrics = train(config, args.out, progress=not args.no_progress)
     if not _is_main_process():
         return 0
@@ -162,8 +175,10 @@ def run_eval(args: argparse.Namespace) -> int:
     from reliable_ad.rfnet.eval_loop import evaluate_model
     from reliable_ad.rfnet.train_config import DataSource
 
+    show_class_histograms()
+    sources = [DataSource(path, label_codes=args.label_codes) for path in args.data]
     metrics = evaluate_model(
-        args.model, [DataSource(path) for path in args.data], args.out, split=args.split, unsuitable=args.unsuitable,
+        args.model, sources, args.out, split=args.split, unsuitable=args.unsuitable,
         split_seed=args.split_seed, batch_size=args.batch_size, num_workers=args.num_workers, depth=args.depth,
         salience=args.salience, device=args.device, progress=not args.no_progress,
     )

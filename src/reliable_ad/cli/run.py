@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from reliable_ad.cli.common import build_config
 from reliable_ad.cli.generate import GENERATION_FLAGS, add_generation_args, report_problems
@@ -69,17 +71,25 @@ def run(args: argparse.Namespace) -> int:
     summary = run_recurrent_job(inputs, cfg, args.out, progress=not args.no_progress, problems=problems)
     if not summary:  # a non-main process under accelerate
         return 0
-    k = summary["max_attempts"]
+    print_outcome(summary, args.out, reported={prob.source for prob in problems})
+    return 1 if summary["failed_products"] or problems else 0
+
+
+def print_outcome(summary: dict, out: str, *, reported: set = frozenset()) -> None:
+    """The run's last lines: failures, then the counts, then where the images and the report are."""
+    for where in summary["failed_products"]:
+        if where not in reported:  # the input problems were printed before the run
+            print(f"failed: {where}", file=sys.stderr)
+    if summary.get("nsfw"):
+        print(f"{summary['nsfw']} attempt(s) flagged by the safety checker: never accepted, regenerated", file=sys.stderr)
+    k, out_dir = summary["max_attempts"], Path(out)
     print(
         f"{summary['available']}/{summary['products']} products available within {k} attempts "
-        f"(first attempt: {100 * summary['available_rate_within_k']['1']:.0f}%), "
-        f"{summary['none_available']} none available, {len(summary['failed_products'])} failed -> {args.out}/report.html",
+        f"(first attempt: {100 * summary['available_rate_within_k']['1']:.0f}%), {summary['none_available']} none "
+        f"available, {len(summary['failed_products'])} failed; {summary['attempts_total']} attempts",
         file=sys.stderr,
     )
-    if summary.get("nsfw"):
-        print(f"  {summary['nsfw']} attempt(s) flagged by the safety checker: never accepted, regenerated", file=sys.stderr)
-    reported = {prob.source for prob in problems}
-    for where in summary["failed_products"]:
-        if where not in reported:  # the input problems were printed above
-            print(f"  failed: {where}", file=sys.stderr)
-    return 1 if summary["failed_products"] or problems else 0
+    folders = [f"{out_dir / name}{os.sep}" for name in ("accepted", "flagged") if (out_dir / name).is_dir()]
+    if folders:
+        print(f"images: {' and '.join(folders)}", file=sys.stderr)
+    print(f"report: {out_dir / 'report.html'}", file=sys.stderr)

@@ -148,7 +148,8 @@ def generate_labelled_set(root: Path, products: int, per_product: int, *, seed: 
             made.append(generator())
         gen = made[0]
         # the seed salts ("rfnet-prompt", "rfnet/") are the ones the shipped RFNet's labelled set was made with
-        prompts = [preset.render(sub_seed(seed, "rfnet-prompt", item.key, k)) for item, k in part]
+        prompts = [preset.render(sub_seed(seed, "rfnet-prompt", item.key, k), caption=item.caption)
+                   for item, k in part]
         seeds = [derive_seed(seed, f"rfnet/{item.key}", k) for item, k in part]
         jobs = [GenerationJob(prepared(item, gen.size, preset.image_scale), p.prompt, p.negative_prompt, int(s))
                 for (item, _), p, s in zip(part, prompts, seeds)]

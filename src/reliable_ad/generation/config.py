@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from reliable_ad.core.config import check
+from reliable_ad.core.config import check, to_dict
 from reliable_ad.core.registry import find_entry
 
 SCHEDULERS = ("ddim", "euler_a", "dpmpp_sde_karras", "dpmpp_2m_karras", "euler", "unipc")
 DTYPES = ("auto", "fp32", "fp16", "bf16")
+ATTENTION = ("sdpa", "default")  # diffusers' AttnProcessor2_0 (torch SDPA) | its set_default_attn_processor
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 
@@ -133,6 +135,48 @@ class ProductConfig:
             check(0 < self.image_scale <= 1, f"product.image_scale={self.image_scale} must be in (0, 1]")
 
 
+@dataclass
+class SpeedConfig:
+    """How fast the generator runs, never what it makes: each option keeps the images equal, bit for bit or
+    within float tolerance (tests/test_speed_options.py; docs/benchmarks.md, "Speed options")."""
+
+    attention: str = "sdpa"  # sdpa: torch's fused scaled_dot_product_attention (diffusers' choice under torch 2);
+    # default: diffusers' plain matmul + softmax processor (set_default_attn_processor), for comparison
+    channels_last: bool = False  # UNet, ControlNet and VAE in channels-last memory format (faster convs on GPUs)
+    compile: bool = False  # torch.compile the UNet and ControlNet (the first call of each batch size compiles)
+    compile_mode: str = "default"  # torch.compile mode: default, reduce-overhead (CUDA graphs), max-autotune, ...
+    # the ControlNet's conditioning embedding of the Canny image once per pipeline call instead of once per
+    # denoising step (the same tensor every step: bit-identical)
+    reuse_control_embedding: bool = True
+    overlap_inspection: bool = False  # `run`: inspect batch i in a worker thread while batch i+1 generates
+
+    def __post_init__(self) -> None:
+        check(self.attention in ATTENTION, f"speed.attention={self.attention!r} is not one of {ATTENTION} "
+                                           "(sdpa: torch's fused attention, the fast one)")
+        check(self.compile_mode in COMPILE_MODES,
+              f"speed.compile_mode={self.compile_mode!r} is not one of {COMPILE_MODES}")
+
+
+@dataclass
+class ProvenanceConfig:
+    """How every written image is marked as AI-generated (README, "Provenance"); the PNG label is always on."""
+
+    c2pa: bool = True  # sign a C2PA manifest (Content Credentials) into every image
+    c2pa_cert: str | None = None  # PEM certificate chain, signing certificate first; None = the development identity
+    c2pa_key: str | None = None  # the signing certificate's PEM private key (EC P-256, ES256)
+    watermark: bool = True  # invisible watermark in the pixels (survives a re-save, which strips metadata)
+    watermark_product: bool = False  # also mark the product's pixels (they then differ from the cut-out)
+
+    def __post_init__(self) -> None:
+        check((self.c2pa_cert is None) == (self.c2pa_key is None),
+              f"provenance.c2pa_cert={self.c2pa_cert!r} and c2pa_key={self.c2pa_key!r}: give both (--c2pa-cert PEM "
+              "--c2pa-key PEM) or neither (the development identity)")
+        check(self.c2pa or self.c2pa_cert is None,
+              f"provenance.c2pa_cert={self.c2pa_cert!r} with c2pa off: drop --no-c2pa to sign, or the cert and key")
+        check(self.watermark or not self.watermark_product,
+              "provenance.watermark_product needs the watermark: drop --no-watermark or --watermark-product")
+
+
 DEFAULT_PROMPT_PRESET = "bright-indoor-beige"
 
 
@@ -141,11 +185,13 @@ class GenerateConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     product: ProductConfig = field(default_factory=ProductConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)  # how fast, not what: resumed runs may change it
     preset: str | None = None  # a built-in prompt preset name or a presets file entry; None = the model's
     # own (`synthad` for --model synthad), else "bright-indoor-beige"
     presets_file: str | None = None  # YAML/JSON of presets (ours or the authors' format)
     num_per_product: int = 1  # images per product
     seed: int = 0  # run seed; each image's seed derives from (seed, product, attempt)
+    provenance: ProvenanceConfig = field(default_factory=ProvenanceConfig)  # C2PA and watermark (README)
 
     @property
     def prompt_preset(self) -> str:
@@ -167,8 +213,13 @@ def validate_generate_config(cfg: GenerateConfig) -> None:
     prompt preset exists (in it, or built in). Raises ValueError naming the bad value and the fix."""
     from reliable_ad.generation.prompts import get_preset, load_presets
 
-    for section in (cfg.model, cfg.sampling, cfg.product, cfg):
+    for section in (cfg.model, cfg.sampling, cfg.product, cfg.speed, cfg):
         section.__post_init__()
+    cfg.provenance.__post_init__()
+    if cfg.provenance.c2pa and cfg.provenance.c2pa_cert is not None:
+        from reliable_ad.generation.c2pa_sign import load_identity
+
+        load_identity(cfg.provenance.c2pa_cert, cfg.provenance.c2pa_key)  # names a missing or bad file and the fix
     if cfg.presets_file is not None:
         load_presets(cfg.presets_file)  # a missing, unreadable or invalid file names itself and the problem
     get_preset(cfg.prompt_preset, cfg.presets_file)  # an unknown name lists the presets there are
@@ -189,4 +240,6 @@ def upgrade_stored_config(old: dict) -> dict:
     product = old.get("product")
     if isinstance(product, dict) and "box_alpha_threshold" not in product:
         product["box_alpha_threshold"] = 1
+    if "provenance" not in old:  # new: older runs resume with today's default marking
+        old["provenance"] = to_dict(ProvenanceConfig())
     return old

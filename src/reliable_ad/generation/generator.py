@@ -7,6 +7,7 @@ embeddings) and pastes the exact product pixels back over the result.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
@@ -14,10 +15,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from reliable_ad.generation.config import ModelConfig, SamplingConfig
+from reliable_ad.generation.config import ModelConfig, SamplingConfig, SpeedConfig
 from reliable_ad.generation.models import load_pipeline, set_scheduler
 from reliable_ad.data.product import PreparedProduct, paste_back
 from reliable_ad.generation.seeds import torch_generator
+from reliable_ad.generation.speed import apply_speed
 from reliable_ad.generation.weighting import encode_prompt_pair, needs_custom_encoding
 
 
@@ -39,18 +41,25 @@ class GeneratedImage:
 
 
 class AdGenerator:
-    """Batched generation with one explicit seed per image; batches equal single calls."""
+    """Batched generation with one explicit seed per image; batches equal single calls.
 
-    def __init__(self, pipe, sampling: SamplingConfig | None = None, info: dict | None = None):
+    ``speed`` (generation.speed) sets the speed options on ``pipe`` (see generation/speed.py); they are
+    the pipeline's from then on, also for other users of the same pipeline object."""
+
+    def __init__(self, pipe, sampling: SamplingConfig | None = None, info: dict | None = None,
+                 speed: SpeedConfig | None = None):
         self.pipe = pipe
         self.sampling = sampling or SamplingConfig()
+        self.speed = speed or SpeedConfig()
         self.info = dict(info or {})
         set_scheduler(pipe, self.sampling.scheduler)
+        self._control_cache = apply_speed(pipe, self.speed)
 
     @classmethod
-    def from_config(cls, model: ModelConfig, sampling: SamplingConfig | None = None, *, cache_dir=None) -> "AdGenerator":
+    def from_config(cls, model: ModelConfig, sampling: SamplingConfig | None = None, *, cache_dir=None,
+                    speed: SpeedConfig | None = None) -> "AdGenerator":
         pipe, info = load_pipeline(model, cache_dir=cache_dir)
-        return cls(pipe, sampling, info)
+        return cls(pipe, sampling, info, speed)
 
     @property
     def size(self) -> int:
@@ -99,7 +108,14 @@ class AdGenerator:
         if self._seeded_sde:
             self.pipe.scheduler.noise_sampler_seed = jobs[0].seed
         t0 = time.perf_counter()
-        out = self.pipe(
+        reuse = self._control_cache.active() if self._control_cache else contextlib.nullcontext()
+        with reuse:
+            out = self._call_pipe(jobs)
+        seconds = (time.perf_counter() - t0) / len(jobs)
+        return self._results(jobs, out, seconds)
+
+    def _call_pipe(self, jobs: list[GenerationJob]):
+        return self.pipe(
             image=[Image.fromarray(j.prepared.image) for j in jobs],
             mask_image=[Image.fromarray(j.prepared.mask) for j in jobs],
             control_image=[Image.fromarray(j.prepared.control) for j in jobs],
@@ -113,7 +129,8 @@ class AdGenerator:
             output_type="np",
             **self._prompt_kwargs(jobs),
         )
-        seconds = (time.perf_counter() - t0) / len(jobs)
+
+    def _results(self, jobs: list[GenerationJob], out, seconds: float) -> list[GeneratedImage]:
         flags = out.nsfw_content_detected
         results = []
         for i, j in enumerate(jobs):

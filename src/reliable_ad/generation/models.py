@@ -138,6 +138,19 @@ def select_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[torc
     return dev, {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
 
 
+@functools.cache
+def _dtype_key() -> str:
+    # diffusers 0.42 renamed from_pretrained's `torch_dtype` to `dtype` (the old name warns); older ones know only `torch_dtype`
+    from diffusers.utils import deprecation_utils
+
+    return "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
+
+
+def dtype_kwarg(dtype) -> dict:
+    """``{"dtype": dtype}`` for diffusers' loaders, under the name the installed diffusers wants."""
+    return {_dtype_key(): dtype}
+
+
 def load_controlnet(src: str, *, dtype: torch.dtype | None = None, config: str | None = None):
     """A ControlNet from a hub id, folder or single file (``dtype`` default float32)."""
     import torch
@@ -145,8 +158,8 @@ def load_controlnet(src: str, *, dtype: torch.dtype | None = None, config: str |
 
     dtype = dtype or torch.float32
     if source_form(src, "controlnet") == FILE:
-        return _from_single_file(ControlNetModel, str(src), config, "--controlnet-config", torch_dtype=dtype)
-    return ControlNetModel.from_pretrained(str(src), torch_dtype=dtype)
+        return _from_single_file(ControlNetModel, str(src), config, "--controlnet-config", **dtype_kwarg(dtype))
+    return ControlNetModel.from_pretrained(str(src), **dtype_kwarg(dtype))
 
 
 def _from_single_file(cls, src: str, config: str | None, flag: str, **kwargs):
@@ -194,7 +207,7 @@ def load_pipeline(cfg: ModelConfig, *, cache_dir: str | os.PathLike | None = Non
     resolved = resolve_model(cfg, cache_dir=cache_dir)
     device, dtype = select_device_dtype(cfg.device, cfg.dtype)
     controlnet = load_controlnet(resolved.controlnet, dtype=dtype, config=cfg.controlnet_config)
-    kwargs: dict = dict(controlnet=controlnet, torch_dtype=dtype)
+    kwargs: dict = dict(controlnet=controlnet, **dtype_kwarg(dtype))
     if not cfg.safety_checker:
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     if source_form(resolved.base, "model") == FILE:

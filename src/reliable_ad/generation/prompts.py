@@ -32,6 +32,9 @@ AUTHORS_WALL_COLORS = ("light pea green", "light yellow", "light pink", "light s
 AUTHORS_SLOT = "wall_color"  # the slot name their positional "{}" becomes
 _AUTHORS_KEYS = ("prompt", "negative_prompt", "image_scale", "matting", "flag")
 _PRESET_KEYS = ("prompt", "negative_prompt", "image_scale", "slots", "keep_loc", "background_slots")
+# The product's own caption, filled per product (not drawn): "{caption} on a wooden table" tells the
+# model what the product is, as a real SD1.5 reads "a lipstick" (docs/method.md §2).
+CAPTION_SLOT = "caption"
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,8 @@ def _template_fields(text: str, where: str) -> list[str]:
 @dataclass(frozen=True)
 class PromptPreset:
     """One ad style. `prompt` and `negative_prompt` may contain named slots such as `{wall_color}`,
-    each declared in `slots` with the values to draw from.
+    each declared in `slots` with the values to draw from, and `{caption}`, the product's caption
+    (never declared: each product brings its own).
 
     `background_slots` names the slots that describe the background (the wall colour; not the clutter
     around the product): a defect-aware retry after Indistinctiveness steps these to their next value.
@@ -81,6 +85,7 @@ class PromptPreset:
     slots: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
     keep_loc: bool = False  # keep the product where it is in its photo instead of centring it
     background_slots: tuple[str, ...] = ()  # slots describing the background, stepped by defect-aware retries
+    uses_caption: bool = field(init=False, default=False, compare=False)  # the prompt has {caption}
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -114,6 +119,11 @@ class PromptPreset:
 
         used = set(_template_fields(self.prompt, f"{where}, prompt"))
         used |= set(_template_fields(self.negative_prompt, f"{where}, negative_prompt"))
+        if CAPTION_SLOT in self.slots:
+            raise ValueError(f"{where}: slot {CAPTION_SLOT!r} is reserved for the product's caption and filled per "
+                             "product; remove it from `slots` (the prompt's {caption} is filled without it)")
+        object.__setattr__(self, "uses_caption", CAPTION_SLOT in used)
+        used.discard(CAPTION_SLOT)
         undeclared, unused = sorted(used - set(self.slots)), sorted(set(self.slots) - used)
         if undeclared:
             name = undeclared[0]
@@ -139,10 +149,12 @@ class PromptPreset:
             out[name] = tuple(values)
         return out
 
-    def render(self, seed: int, *, slot_values: Mapping[str, str] | None = None) -> RenderedPrompt:
+    def render(self, seed: int, *, slot_values: Mapping[str, str] | None = None,
+               caption: str | None = None) -> RenderedPrompt:
         """Fill the slots with values drawn by `random.Random(seed)` (same seed, same texts).
 
-        `slot_values` fixes some slots explicitly (e.g. to reproduce an earlier image).
+        `slot_values` fixes some slots explicitly (e.g. to reproduce an earlier image); `caption` fills
+        `{caption}` (required when the preset uses it; the draw of the other slots does not depend on it).
         """
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {seed!r}")
@@ -157,9 +169,16 @@ class PromptPreset:
         for name in sorted(self.slots):  # fixed order: the draw must not depend on dict order
             drawn = rng.choice(self.slots[name])
             values[name] = fixed.get(name, drawn)
+        texts = dict(values)
+        if self.uses_caption:
+            if not isinstance(caption, str) or not caption.strip():
+                raise ValueError(f"preset {self.name!r} writes the product's caption into its prompt ({{caption}}) "
+                                 f"but the product has none (caption={caption!r}); give each product a caption "
+                                 "(the caption column of the product list, or --caption)")
+            texts[CAPTION_SLOT] = " ".join(caption.split())
         return RenderedPrompt(
-            prompt=self.prompt.format_map(values),
-            negative_prompt=self.negative_prompt.format_map(values),
+            prompt=self.prompt.format_map(texts),
+            negative_prompt=self.negative_prompt.format_map(texts),
             slot_values=values,
         )
 

@@ -32,7 +32,7 @@ from reliable_ad.generation.inputs import InputProblem, ProductInput
 from reliable_ad.generation.models import MODEL_PRESETS
 from reliable_ad.data.product import Product, ProductError, load_product, prepare_product
 from reliable_ad.generation.prompts import PromptPreset, get_preset
-from reliable_ad.generation.provenance import AI_LABEL, save_labelled_png
+from reliable_ad.generation.provenance import AI_LABEL, ImageMarker, marker_for_run, placed_alpha
 from reliable_ad.generation.seeds import derive_seed
 from reliable_ad.core.io import atomic_write_bytes, sha256_file
 from reliable_ad.training.resume import check_resume_config
@@ -145,6 +145,8 @@ def load_tasks(inputs: list[ProductInput], cfg: GenerateConfig | None = None,
                 logger.warning("product %s has the same content as %s: generated once%s", item.path, seen.item.path, note)
                 continue
             chosen = get_preset(item.preset or preset, presets_file)
+            if chosen.uses_caption:
+                chosen.render(0, caption=item.caption)  # a product its preset cannot name fails here, not mid-run
             product = load_product(item.path, white_threshold=white_threshold)
         except (ProductError, ValueError, OSError) as e:
             failures.append(Failure(str(e), os.path.abspath(item.path)))
@@ -180,11 +182,16 @@ def image_record(task: ProductTask, *, product_rel: str, attempt: int, seed: int
         created=time.strftime("%Y-%m-%dT%H:%M:%S"), **fields)
 
 
-def save_image(out_dir: Path, manifest: Path, record: ManifestRecord, image) -> None:
-    """The labelled PNG first, then its record: a kill between the two only redoes that image."""
-    params = {"prompt": record.prompt, "negative_prompt": record.negative_prompt, "seed": record.seed,
-              "preset": record.preset, "product_hash": record.product_hash}
-    save_labelled_png(out_dir / record.image, image, params)
+def save_image(out_dir: Path, manifest: Path, record: ManifestRecord, image, *, marker: ImageMarker | None = None,
+               product_alpha: np.ndarray | None = None) -> None:
+    """The marked PNG first (label, C2PA manifest, watermark: `generation.provenance`), then its record: a
+    kill between the two only redoes that image. ``marker``: the run's (None: the one the run folder's
+    config.json asks for); ``product_alpha`` (S, S): the placed product, whose pixels the watermark spares
+    (None: placed again from the record and the run's copy of the product)."""
+    marker = marker or marker_for_run(out_dir)
+    if product_alpha is None and marker.config.watermark and not marker.config.watermark_product:
+        product_alpha = placed_alpha(out_dir, record)
+    atomic_write_bytes(out_dir / record.image, marker.png_bytes(image, record, product_alpha))
     append_record(manifest, record)
 
 
@@ -215,6 +222,7 @@ def run_generate(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     check_resume_config(out_dir, to_dict(cfg), _IDENTITY, upgrade=upgrade_stored_config)
+    marker = ImageMarker(cfg.provenance)  # before any generation: a bad signing identity stops the run here
     manifest = out_dir / MANIFEST
     records = read_records(manifest, repair=True)
     done = {r.identity for r in records if r.is_image}
@@ -241,7 +249,7 @@ def run_generate(
             continue
         for attempt in todo:
             seed = derive_seed(cfg.seed, task.key, attempt)
-            rendered = task.preset.render(seed)
+            rendered = task.preset.render(seed, caption=task.item.caption)
             fields = {"attempt": attempt, "seed": seed, "preset": task.preset.name, "prompt": rendered.prompt,
                       "negative_prompt": rendered.negative_prompt, "slots": rendered.slot_values,
                       "placement": prepared.placement.to_dict()}
@@ -249,7 +257,7 @@ def run_generate(
 
     # 2. generate in batches (models load only when there is work)
     if jobs:
-        generator = generator or AdGenerator.from_config(cfg.model, cfg.sampling)
+        generator = generator or AdGenerator.from_config(cfg.model, cfg.sampling, speed=cfg.speed)
         model_info = {k: v for k, v in generator.info.items() if k != "native_size"}
         sampling = to_dict(generator.sampling)
         stored: dict[str, str] = {}
@@ -267,13 +275,13 @@ def run_generate(
                         failures.append(Failure(f"generation failed: {e}", where))
                 bar.update(len(batch))
                 continue
-            for (_, task, fields), res in zip(batch, results):
+            for (job, task, fields), res in zip(batch, results):
                 if task.key not in stored:
                     stored[task.key] = store_product(out_dir, task)
                 rec = image_record(task, product_rel=stored[task.key], run_seed=cfg.seed, size=size,
                                    model=model_info, sampling=sampling, nsfw=res.nsfw,
                                    seconds=round(res.seconds, 4), **fields)
-                save_image(out_dir, manifest, rec, res.image)
+                save_image(out_dir, manifest, rec, res.image, marker=marker, product_alpha=job.prepared.alpha)
                 summary.written += 1
                 if res.nsfw:
                     summary.nsfw += 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -38,15 +39,55 @@ def _byte_vocab() -> dict[str, int]:
     return vocab
 
 
-def build_tiny_tokenizer():
-    """A deterministic byte-level CLIP tokenizer without merges (every character is a token)."""
+def build_tiny_tokenizer(words: Sequence[str] = ()):
+    """A deterministic byte-level CLIP tokenizer: every character is a token, and each of ``words``
+    (lower-case ASCII letters) is one token of its own, as a real CLIP vocabulary has "pink" and "sofa".
+
+    The merges are made, not learnt: for each word in turn, the pair of symbols that the merges so far
+    leave first is merged next, until the word is one symbol. A merge added later only fires once
+    every earlier one is used up, so words made before stay whole: the same words give the same
+    tokenizer in any run, and other text still tokenizes, character by character where need be."""
     from transformers import CLIPTokenizer
 
-    return CLIPTokenizer(vocab=_byte_vocab(), merges=[], model_max_length=77)
+    vocab, merges = _byte_vocab(), []
+    for word in dict.fromkeys(words):
+        if not (word.isascii() and word.isalpha() and word.islower()):
+            raise ValueError(f"tokenizer word {word!r}: only lower-case ASCII letters make one token")
+        while len(symbols := _bpe(word, merges)) > 1:
+            merges.append((symbols[0], symbols[1]))
+            vocab.setdefault(symbols[0] + symbols[1], len(vocab))
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+    for word in words:
+        if len(tokenizer.tokenize(word)) != 1:  # the simulation below must agree with CLIP's BPE
+            raise AssertionError(f"{word!r} tokenizes to {tokenizer.tokenize(word)}")
+    return tokenizer
+
+
+def _bpe(word: str, merges: list[tuple[str, str]]) -> list[str]:
+    """CLIP's byte-pair encoding of one lower-case ASCII word: symbols are its characters (the last one
+    marked "</w>"); the adjacent pair of lowest merge rank is merged, everywhere, until none is left."""
+    rank = {pair: i for i, pair in enumerate(merges)}
+    symbols = [*word[:-1], word[-1] + "</w>"]
+    while len(symbols) > 1:
+        pairs = [(rank.get(pair, len(rank)), pair) for pair in zip(symbols, symbols[1:])]
+        best, pair = min(pairs)
+        if best == len(rank):
+            break
+        merged, i = [], 0
+        while i < len(symbols):
+            if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == pair:
+                merged.append(symbols[i] + symbols[i + 1])
+                i += 2
+            else:
+                merged.append(symbols[i])
+                i += 1
+        symbols = merged
+    return symbols
 
 
 def build_tiny_components(*, inpaint_unet: bool = False, seed: int = 0, image_size: int = 128,
-                          vae_scale_factor: int = 8, unet_channels: tuple[int, ...] = (32, 64)) -> dict:
+                          vae_scale_factor: int = 8, unet_channels: tuple[int, ...] = (32, 64),
+                          words: Sequence[str] = ()) -> dict:
     """Random-weight components with SD1.5's structure (CLIP text encoder, 4/9-channel UNet, VAE with
     `vae_scale_factor` 8 as SD1.5's by default; 4 keeps 16x16 latents at 64 px, as SynthAd's generator).
 
@@ -59,7 +100,7 @@ def build_tiny_components(*, inpaint_unet: bool = False, seed: int = 0, image_si
     from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    tokenizer = build_tiny_tokenizer()
+    tokenizer = build_tiny_tokenizer(words)  # `words`: one token each (build_tiny_tokenizer)
     torch.manual_seed(seed)
     n = len(unet_channels)
     unet_kwargs = dict(

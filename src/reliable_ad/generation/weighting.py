@@ -262,7 +262,6 @@ def _as_list(prompts: str | Sequence[str], what: str) -> list[str]:
     return prompts
 
 
-@torch.no_grad()
 def encode_weighted_prompts(
     tokenizer,
     text_encoder,
@@ -271,6 +270,7 @@ def encode_weighted_prompts(
     clip_skip: int | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
+    grad: bool = False,
 ) -> torch.Tensor:
     """Encode A1111-style prompts into `prompt_embeds` (B, 77 * n_chunks, D) for a diffusers pipeline.
 
@@ -282,9 +282,14 @@ def encode_weighted_prompts(
 
     `clip_skip` follows diffusers (None = last layer, 1 = penultimate hidden state + final LayerNorm).
     Textual-inversion tokens with several vectors must be expanded first
-    (`pipe.maybe_convert_prompt(text, pipe.tokenizer)`), as diffusers does.
+    (`pipe.maybe_convert_prompt(text, pipe.tokenizer)`), as diffusers does. `grad=True` keeps the
+    graph, for training the text encoder on exactly the encoding inference uses.
     """
-    prompts = _as_list(prompts, "prompts")
+    with torch.set_grad_enabled(grad):
+        return _encode_weighted(tokenizer, text_encoder, _as_list(prompts, "prompts"), clip_skip, device, dtype)
+
+
+def _encode_weighted(tokenizer, text_encoder, prompts: list[str], clip_skip, device, dtype) -> torch.Tensor:
     _check_clip_skip(text_encoder, clip_skip)
     length = _chunk_length(tokenizer, text_encoder)
     encoder_device = device if device is not None else text_encoder.device

@@ -7,8 +7,15 @@ or an RF1M-style dataset folder::
     <root>/modalities/depth/<image relative path>.npy      float16 (S, S) in [0, 1], near = 1
     <root>/modalities/salience/<image relative path>.npy   float16 (S, S) in [0, 1], salient = 1
 
+    <root>/modalities/throughput/rank-<r>-of-<n>.json     images/s and map bytes per image of the last run
+
 Each map is written atomically; a rerun skips the maps that exist, so an interrupted job resumes.
 A folder's maps all come from one estimator per kind: a rerun naming another is refused.
+Several processes (``accelerate launch`` / ``torchrun``, or ``rank``/``world_size``) split the work:
+process r computes ``sorted(images)[r::world_size]``; each writes its own throughput record, so a user
+can plan a million-image run from a small one (docs/benchmarks.md).
+Images inside zip archives (``<archive>.zip/<member>``) are read in place; their maps live under
+``modalities/<kind>/<archive>.zip/<member>.npy``.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import io
 import json
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,6 +47,10 @@ class CacheSummary:
     written: dict[str, int] = field(default_factory=lambda: {k: 0 for k in KINDS})
     skipped: dict[str, int] = field(default_factory=lambda: {k: 0 for k in KINDS})  # already cached
     failed: dict[str, str] = field(default_factory=dict)  # image relative path -> error
+    bytes_written: int = 0  # map bytes this run wrote
+    seconds: float = 0.0  # time spent computing (estimators and writes)
+    images_per_second: float | None = None
+    bytes_per_image: float | None = None  # map bytes per image (every kind together)
 
     @property
     def ok(self) -> bool:
@@ -59,8 +71,9 @@ def read_meta(root: str | os.PathLike) -> dict[str, Any] | None:
     return data
 
 
-def list_images(root: str | os.PathLike) -> tuple[list[str], list[str]]:
-    """(image paths relative to ``root``, problems) of a run folder (manifest.jsonl) or an RF1M folder."""
+def list_images(root: str | os.PathLike, *, label_codes: str | None = None) -> tuple[list[str], list[str]]:
+    """(image paths relative to ``root``, problems) of a run folder (manifest.jsonl) or an RF1M folder
+    (``label_codes``: what its integer labels mean, `reliable_ad.data.label_codes`)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{str(root)!r} is not a folder; pass a generation run or an RF1M dataset folder")
@@ -71,7 +84,7 @@ def list_images(root: str | os.PathLike) -> tuple[list[str], list[str]]:
         return list(dict.fromkeys(images)), problems
     from reliable_ad.data.readers import read_rf1m
 
-    samples, read_problems = read_rf1m(root, unsuitable="keep")
+    samples, read_problems = read_rf1m(root, unsuitable="keep", label_codes=label_codes)
     problems += [f"{p.file}:{p.line}: {p.message}" for p in read_problems]
     base = os.path.abspath(root)
     images = []
@@ -112,7 +125,9 @@ def _save_map(path: Path, array: np.ndarray) -> None:
 def _read_rgb(path: Path) -> np.ndarray:
     from PIL import Image
 
-    with Image.open(path) as im:
+    from reliable_ad.data.archives import read_bytes
+
+    with Image.open(io.BytesIO(read_bytes(str(path)))) as im:
         return np.array(im.convert("RGB"), dtype=np.uint8)
 
 
@@ -126,11 +141,15 @@ def build_cache(
     device: str | None = None,
     estimators: dict[str, Any] | None = None,
     progress: bool = True,
+    rank: int | None = None,
+    world_size: int | None = None,
+    label_codes: str | None = None,
 ) -> CacheSummary:
     """Compute the maps every image of ``root`` lacks (see the module docstring); resumable.
 
     ``depth``/``salience``: estimator names (None skips that kind); ``estimators`` may give the built
     estimators instead (keyed by kind, their names still recorded from ``depth``/``salience``).
+    ``rank``/``world_size``: this process's share (default: the launcher's RANK and WORLD_SIZE, else 0 of 1).
     An image that cannot be read or mapped is recorded in ``summary.failed`` and the job goes on.
     """
     from tqdm.auto import tqdm
@@ -141,10 +160,12 @@ def build_cache(
     names = {"depth": depth, "salience": salience}
     if not any(names.values()):
         raise ValueError("both depth and salience are None; name at least one estimator")
+    rank, world_size = _share(rank, world_size)
     meta = _check_meta(root, names, size)
-    images, problems = list_images(root)
+    images, problems = list_images(root, label_codes=label_codes)
     for p in problems:
         logger.warning("%s", p)
+    images = sorted(images)[rank::world_size]
     summary = CacheSummary(root, images=len(images))
     kinds = [k for k in KINDS if names[k]]
     todo: list[tuple[str, list[str]]] = []  # (image, kinds missing)
@@ -154,7 +175,8 @@ def build_cache(
             summary.skipped[k] += k not in missing
         if missing:
             todo.append((image, missing))
-    atomic_write_json(cache_root(root) / META_FILE, meta)
+    if rank == 0:
+        atomic_write_json(cache_root(root) / META_FILE, meta)
     if not todo:
         return summary
 
@@ -163,12 +185,43 @@ def build_cache(
 
         builders = {"depth": build_depth, "salience": build_salience}
         estimators = {k: builders[k](names[k], size=size, device=device) for k in kinds}
-    bar = tqdm(total=len(todo), desc="modalities", unit="img", disable=not progress)
+    bar = tqdm(total=len(todo), desc=f"modalities {rank}/{world_size}", unit="img", disable=not progress)
+    started = time.perf_counter()
     for start in range(0, len(todo), batch_size):
         _cache_batch(root, todo[start : start + batch_size], estimators, summary)
         bar.update(min(batch_size, len(todo) - start))
     bar.close()
+    _record_throughput(root, summary, time.perf_counter() - started, rank, world_size,
+                       {"batch_size": batch_size, "size": size, "device": str(device), **names})
     return summary
+
+
+def _share(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    """(rank, world size) given, else the launcher's (RANK / WORLD_SIZE), else (0, 1)."""
+    rank = int(os.environ.get("RANK", 0)) if rank is None else rank
+    world_size = int(os.environ.get("WORLD_SIZE", 1)) if world_size is None else world_size
+    if isinstance(world_size, bool) or world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank={rank}, world_size={world_size}: need 0 <= rank < world_size; pass --rank R "
+                         "--world-size N or start the processes with accelerate launch / torchrun")
+    return rank, world_size
+
+
+def _record_throughput(root: Path, summary: CacheSummary, seconds: float, rank: int, world_size: int,
+                       settings: dict[str, Any]) -> None:
+    """Images per second and map bytes per image of this process's run, logged and kept on disk."""
+    done = max(summary.written.values())
+    if not done:
+        return
+    summary.seconds = seconds
+    summary.images_per_second = done / max(seconds, 1e-9)
+    summary.bytes_per_image = summary.bytes_written / done
+    record = {"images": done, "seconds": round(seconds, 3), "images_per_second": round(summary.images_per_second, 3),
+              "bytes_per_image": round(summary.bytes_per_image), "rank": rank, "world_size": world_size, **settings}
+    atomic_write_json(cache_root(root) / "throughput" / f"rank-{rank}-of-{world_size}.json", record)
+    logger.info("modalities %d/%d: %d images in %.1f s (%.2f images/s, %.0f bytes of maps per image); "
+                "1,000,000 images would take %.1f h on %d such processes and %.1f GB",
+                rank, world_size, done, seconds, summary.images_per_second, summary.bytes_per_image,
+                1e6 / summary.images_per_second / 3600 / world_size, world_size, summary.bytes_per_image * 1e6 / 1e9)
 
 
 def _cache_batch(root: Path, batch: list[tuple[str, list[str]]], estimators: dict[str, Any],
@@ -199,8 +252,10 @@ def _cache_batch(root: Path, batch: list[tuple[str, list[str]]], estimators: dic
                         one = estimators[kind]([rgb])[0]
                 else:
                     one = maps[j]
-                _save_map(map_path(root, kind, image), one[0].float().cpu().numpy())
+                path = map_path(root, kind, image)
+                _save_map(path, one[0].float().cpu().numpy())
                 summary.written[kind] += 1
+                summary.bytes_written += path.stat().st_size
             except Exception as e:  # noqa: BLE001 - recorded, the job goes on
                 summary.failed[image] = f"{kind} failed: {e}"
                 logger.error("modalities: %s skipped: %s failed: %s", image, kind, e)
@@ -215,7 +270,7 @@ def attach_cached_maps(
     expects: a cache made with another estimator is not attached (its maps would mislead the model),
     with a warning. Returns (samples, number attached per kind).
     """
-    from reliable_ad.data.readers import _FolderIndex
+    from reliable_ad.data.rf1m import FolderIndex
 
     root = Path(root)
     meta = read_meta(root)
@@ -235,7 +290,7 @@ def attach_cached_maps(
     if not usable:
         return list(samples), counts
     base = os.path.abspath(root)
-    files = _FolderIndex()
+    files = FolderIndex()
     out = []
     for s in samples:
         rel = os.path.relpath(s.image, base).replace(os.sep, "/")

@@ -33,7 +33,7 @@ from reliable_ad.generation.run import (
     ProductTask, image_record, load_tasks, record_failures, save_image, store_product,
 )
 from reliable_ad.recurrent.config import RunConfig, upgrade_stored_run_config
-from reliable_ad.recurrent.loop import Attempt, Outcome, recurrent_generation
+from reliable_ad.recurrent.loop import Attempt, LoopTimings, Outcome, recurrent_generation
 from reliable_ad.recurrent.policies import plan_attempt
 from reliable_ad.recurrent.summary import latest_attempts, summarize
 from reliable_ad.rfnet.judge import Judge
@@ -126,7 +126,8 @@ class _Worker:
                 box_alpha_threshold=g.product.box_alpha_threshold)
         prepared = self._prepared[(task.key, scale)]
         preset = get_preset(attempt.variation["preset"], g.presets_file) if "preset" in attempt.variation else task.preset
-        rendered = preset.render(attempt.seed, slot_values=attempt.variation.get("slot_values"))
+        rendered = preset.render(attempt.seed, slot_values=attempt.variation.get("slot_values"),
+                                 caption=task.item.caption)
         self._pending[(task.key, attempt.attempt)] = {
             "preset": preset.name, "prompt": rendered.prompt, "negative_prompt": rendered.negative_prompt,
             "slots": rendered.slot_values, "placement": prepared.placement.to_dict(), "image_scale": scale,
@@ -140,8 +141,9 @@ class _Worker:
 
     def judge_batch(self, planned, results):
         t0 = time.perf_counter()
-        verdicts = self.judge([t.rgba for t, _ in planned], [r.image for r in results],
-                              [t.item.caption or "" for t, _ in planned])
+        with _side_stream(self.generator.device if self.cfg.generation.speed.overlap_inspection else None):
+            verdicts = self.judge([t.rgba for t, _ in planned], [r.image for r in results],
+                                  [t.item.caption or "" for t, _ in planned])
         per = (time.perf_counter() - t0) / max(1, len(planned))
         for r in results:
             r.inspect_seconds = per
@@ -158,6 +160,19 @@ class _Worker:
             rfnet=self.rfnet_name, verdict=_verdict_record(verdict), accepted=accepted, process=self.rank)
         save_image(self.out_dir, self.manifest, rec, result.image)
         return rec
+
+
+def _side_stream(device):
+    """With overlapped inspection on a GPU, the judge's kernels go to a CUDA stream of their own (the
+    current stream is per thread), so they run beside the generator's; verdicts come back as Python floats,
+    which waits for them. Elsewhere: nothing."""
+    import contextlib
+
+    import torch
+
+    if device is None or torch.device(device).type != "cuda":
+        return contextlib.nullcontext()
+    return torch.cuda.stream(torch.cuda.Stream(device=device))
 
 
 def _verdict_record(v) -> VerdictRecord:
@@ -196,7 +211,8 @@ def run_recurrent_job(
     rank, world = (state.process_index, state.num_processes) if state else (0, 1)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-        check_resume_config(out_dir, to_dict(cfg), _IDENTITY, ignore=("judge.batch_size",), upgrade=upgrade_stored_run_config)
+        check_resume_config(out_dir, to_dict(cfg), _IDENTITY, ignore=("judge.batch_size", "generation.speed"),
+                           upgrade=upgrade_stored_run_config)
     if state:
         state.wait_for_everyone()
     manifest = out_dir / (MANIFEST if world == 1 else f"manifest.rank{rank}.jsonl")
@@ -211,18 +227,28 @@ def run_recurrent_job(
     record_failures(manifest, records, failures, cfg.generation.seed)
 
     rc = cfg.recurrent
+    timings = LoopTimings()  # this invocation's (a resumed run counts only its own part)
     todo = [t for t in tasks if not _finished(history.get(t.key, []), rc.max_attempts)]
     if todo:
+        # one bar per phase: loading, generate & inspect, report (the libraries' own bars are off, cli/console.py)
+        loading = tqdm(total=2, desc="loading models", unit="model", disable=not progress)
         if generator is None:
-            generator = AdGenerator.from_config(cfg.generation.model, cfg.generation.sampling)
+            loading.set_postfix_str("generator")
+            generator = AdGenerator.from_config(cfg.generation.model, cfg.generation.sampling,
+                                                speed=cfg.generation.speed)
+        loading.update(1)
         if judge is None:
+            loading.set_postfix_str("RFNet")
             judge = Judge.from_config(replace(cfg.judge, rfnet=rfnet_name), device=str(generator.device))
+        loading.set_postfix_str("")
+        loading.update(1)
+        loading.close()
         worker = _Worker(cfg, generator, judge, out_dir, manifest, rfnet_name)
         worker.rank = rank
         worker.remember_slots(records)
         done = len(tasks) - len(todo)
         n_ok = sum(any(o.accepted for o in history.get(t.key, [])) for t in tasks)
-        bar = tqdm(total=len(tasks), initial=done, desc=f"products{'' if world == 1 else f' [rank {rank}]'}",
+        bar = tqdm(total=len(tasks), initial=done, desc=f"generate & inspect{'' if world == 1 else f' [rank {rank}]'}",
                    unit="product", disable=not progress)
 
         n_attempts = 0
@@ -242,16 +268,19 @@ def run_recurrent_job(
             accept=lambda v: cfg.judge.accepts(int(v.label_index), float(v.p_available)), max_attempts=rc.max_attempts,
             batch_size=generator.sampling.batch_size, history=history, on_result=on_result,
             vetoed=lambda result: bool(result.nsfw),  # the safety checker flagged it: never accepted
+            overlap=cfg.generation.speed.overlap_inspection, timings=timings,
         )
         bar.close()
     if state:
         state.wait_for_everyone()
     if rank != 0:
         return {}
-    summary = finalize(out_dir, rc.max_attempts)
+    summary = finalize(out_dir, rc.max_attempts, progress=progress)
+    # the records' sums above cover every invocation; "loop": where this one's wall time went (main process)
+    summary["seconds"]["loop"] = timings.to_dict()
     if duplicates:
         summary["duplicate_products"] = duplicates
-        atomic_write_json(out_dir / "summary.json", summary)
+    atomic_write_json(out_dir / "summary.json", summary)
     return summary
 
 
@@ -259,8 +288,9 @@ def _finished(history: list[Outcome], k: int) -> bool:
     return any(o.accepted for o in history) or len(history) >= k
 
 
-def finalize(out_dir: Path, max_attempts: int) -> dict:
+def finalize(out_dir: Path, max_attempts: int, *, progress: bool = False) -> dict:
     """Merge manifest shards, copy accepted and flagged images, write summary.json and report.html."""
+    bar = tqdm(total=3, desc="report", unit="step", disable=not progress)  # images, summary, report.html
     records = _read_all(out_dir)
     shards = [p for p in _manifests(out_dir) if p.name != MANIFEST]
     if shards:  # merge: the main manifest is rewritten atomically, then the shards go
@@ -283,11 +313,15 @@ def finalize(out_dir: Path, max_attempts: int) -> dict:
             _copy(out_dir / best.image, out_dir / "flagged" / f"{best.product_id}.png")
         elif winner is not None:
             _copy(out_dir / winner.image, out_dir / "accepted" / f"{winner.product_id}.png")
+    bar.update(1)
     summary = summarize(records, max_attempts)
     atomic_write_json(out_dir / "summary.json", summary)
+    bar.update(1)
     from reliable_ad.recurrent.report import write_report
 
     write_report(out_dir, records, summary)
+    bar.update(1)
+    bar.close()
     return summary
 
 

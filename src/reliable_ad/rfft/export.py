@@ -1,6 +1,7 @@
 """The export of a trained RFFT run, where `reliable-ad generate` and `run` can use it (docs/method.md §5).
 
-Each exported folder is written under a temporary name and renamed into place; export.json records
+Each exported folder is written under a temporary name and renamed into place, with a Hub model card
+(README.md: library diffusers, base models, the run's last validation as metrics); export.json records
 the step and what was written. Checkpoints (for resume) are `reliable_ad.training.checkpoint`'s.
 """
 
@@ -11,11 +12,50 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from reliable_ad.core.io import atomic_write_json
+from reliable_ad.core.io import atomic_write_json, read_jsonl
 from reliable_ad.rfft.trainable import ADAPTER
 from reliable_ad.training.checkpoint import replace_dir
+from reliable_ad.training.model_card import CardInfo, finite_metrics, hub_ids, write_card
+from reliable_ad.training.runlog import LOGS, METRICS
 
 EXPORT = "export"
+# a "validation" record of logs/metrics.jsonl (trainer.run_validation) -> (Hub metric type, display name)
+CARD_METRICS = {"available_rate": ("available_rate", "RFNet Available rate"),
+                "original_available_rate": ("available_rate", "RFNet Available rate of the original model"),
+                "diversity_ratio": ("diversity_ratio", "background diversity / original's"),
+                "distance_to_original": ("distance", "background distance to the original model")}
+USAGE = {
+    "controlnet": "`reliable-ad generate ... --controlnet OWNER/NAME` (or this folder), or in diffusers: "
+                  "`ControlNetModel.from_pretrained(\"OWNER/NAME\")` in a StableDiffusionControlNetInpaintPipeline.",
+    "lora/controlnet": "The LoRA adapter of the ControlNet (PEFT format): `controlnet.load_lora_adapter(PATH)`. "
+                       "The merged ControlNet is exported beside it.",
+    "lora/unet": "A UNet LoRA in diffusers' format: `reliable-ad generate ... --lora OWNER/NAME --lora-scale 1.0`, "
+                 "or `pipe.load_lora_weights(\"OWNER/NAME\")` (trained at scale 1).",
+}
+
+
+def last_validation(out_dir: Path) -> tuple[int | None, dict]:
+    """(step, values) of the run's newest validation record in logs/metrics.jsonl; (None, {}) when none."""
+    records = [r for r in read_jsonl(Path(out_dir) / LOGS / METRICS) if r.get("kind") == "validation"]
+    return (records[-1].get("step"), records[-1]) if records else (None, {})
+
+
+def card_info(name: str, info: dict, *, step: int, validation: tuple[int | None, dict]) -> CardInfo:
+    """The model card of one exported folder (``name`` as in :func:`export_trained`'s result)."""
+    val_step, values = validation
+    lora = name.startswith("lora/")
+    return CardInfo(
+        model_name=f"RFFT {name}", library_name="diffusers", task="image-to-image",
+        summary=(f"A ControlNet-inpainting ad generator fine-tuned with RFFT, reliable-ad's reliable feedback "
+                 f"fine-tuning (docs/method.md §5), for {step} steps: RFNet's feedback steers the backgrounds "
+                 "generated around e-commerce product cut-outs towards usable ads."),
+        base_model=hub_ids(info.get("controlnet"), info.get("base")),
+        tags=["diffusers", "controlnet", "stable-diffusion", "inpainting", "rfft", "e-commerce", "advertising",
+              *(["lora"] if lora else [])],
+        metrics=finite_metrics(values, CARD_METRICS, f"validation (step {val_step})" if values else None),
+        dataset="held-out validation products of the RFFT run",
+        sections={"Usage": USAGE[name]},
+    )
 
 
 def export_trained(out_dir: Path, trainable, *, step: int, info: dict) -> dict[str, str]:
@@ -30,12 +70,15 @@ def export_trained(out_dir: Path, trainable, *, step: int, info: dict) -> dict[s
     root.mkdir(parents=True, exist_ok=True)
     written: dict[str, str] = {}
 
+    validation = last_validation(out_dir)
+
     def into(name: str, write) -> None:
         target = root / name
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
         try:
             write(tmp)
+            write_card(tmp, card_info(name, info, step=step, validation=validation))
             replace_dir(tmp, target)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -189,7 +189,7 @@ class RFFTTrainer:
     def prepare_items(self, items: Sequence[TrainItem], seeds: Sequence[int]) -> SamplingState:
         """A sampling state for these products with these per-image seeds; each image's prompt is its
         preset rendered with its seed (slots such as the wall colour vary with the seed)."""
-        rendered = [it.preset.render(int(s)) for it, s in zip(items, seeds)]
+        rendered = [it.preset.render(int(s), caption=it.caption) for it, s in zip(items, seeds)]
         pos, neg = self._encode([r.prompt for r in rendered], [r.negative_prompt for r in rendered])
         s = self.cfg.sampling
         return self.sampler.prepare(

@@ -1,5 +1,7 @@
-"""Saving and loading RFNet: a self-contained folder of ``config.json``, ``model.safetensors`` and
-``tokenizer/``, written atomically (into a temporary sibling folder, then renamed into place).
+"""Saving and loading RFNet: a self-contained folder of ``config.json``, ``model.safetensors``,
+``tokenizer/`` and a Hub model card ``README.md``, written atomically (into a temporary sibling folder,
+then renamed into place). The preprocessing (image size, caption length, the backbones' mean/std) is
+part of ``config.json``, so the folder is all `load_rfnet` and a Hub user need.
 
 ``config.json`` wraps the resolved RFNetConfig (with the encoders' full architectures) in a small
 header, so a folder rebuilds without the hub and a folder of anything else is recognised and refused.
@@ -18,12 +20,19 @@ import torch
 
 from reliable_ad.core.registry import FOLDER, HUB, NAME, resolve_source
 from reliable_ad.rfnet.config import RFNetConfig
+from reliable_ad.training.model_card import CARD_NAME, CardInfo, build_card, finite_metrics, hub_ids, read_json
 
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 MODEL_TYPE = "rfnet"
 FORMAT_VERSION = 1
+TRAINING_FILE = "training.json"  # eval_loop.TRAINING_FILE: written beside a model `rfnet train` saved
+# rfnet eval's metrics.json key -> (Hub metric type, display name)
+CARD_METRICS = {"accuracy": ("accuracy", "accuracy"), "macro_f1": ("f1", "macro F1"),
+                "available.f1": ("f1", "Available F1"),
+                "available.average_precision": ("average_precision", "Available AP"),
+                "ece": ("ece", "expected calibration error")}
 
 
 def resolve_folder(name_or_path: str | os.PathLike) -> Path:
@@ -42,7 +51,7 @@ def resolve_folder(name_or_path: str | os.PathLike) -> Path:
 
     try:
         # + modalities.json and training.json, written beside a trained model (modality_spec.py, train.py)
-        patterns = [CONFIG_NAME, WEIGHTS_NAME, "tokenizer/*", "modalities.json", "training.json"]
+        patterns = [CONFIG_NAME, WEIGHTS_NAME, "tokenizer/*", "modalities.json", "training.json", CARD_NAME]
         return Path(snapshot_download(repo_id=source.value, allow_patterns=patterns))
     except Exception as e:  # noqa: BLE001 - hub errors differ by version; all mean "not available"
         raise ValueError(
@@ -103,14 +112,59 @@ def _is_replaceable(folder: Path) -> bool:
     return True
 
 
+def run_metrics(folder: Path) -> dict[str, dict]:
+    """The eval metrics of the `rfnet train` run that saves its model into ``folder`` (OUT/model): its
+    OUT/eval/{test,val}/metrics.json, written just before the save (rfnet/train.py, finish)."""
+    found = {}
+    for split in ("test", "val"):
+        metrics = read_json(folder.parent / "eval" / split / "metrics.json")
+        if metrics and metrics.get("n"):
+            found[split] = metrics
+    return found
+
+
+def model_card(model: torch.nn.Module, metrics: dict[str, dict] | None = None):
+    """The Hub model card of a saved RFNet: its classes, inputs and, when given, the training run's
+    eval ``metrics`` (split -> rfnet eval's metrics.json); see reliable_ad.training.model_card."""
+    config: RFNetConfig = model.config
+    inputs = ", ".join(config.modalities.enabled())
+    classes = "\n".join(f"{i}. {name}" for i, name in enumerate(model.class_names))
+    usage = (
+        "```python\nfrom reliable_ad.rfnet import load_rfnet\n\n"
+        "model, processor = load_rfnet(\"OWNER/NAME\")  # this repository, or its local folder\n"
+        "batch = processor(captions, product=..., generated=..., depth=..., salience=...)\n"
+        "probs = model.predict_proba(**batch)  # columns in the class order above\n```\n\n"
+        "`reliable-ad inspect RUN --rfnet OWNER/NAME` judges a generation run with it; "
+        "`reliable-ad run ... --rfnet OWNER/NAME` regenerates until the ads are Available."
+    )
+    info = CardInfo(
+        model_name="RFNet", library_name="reliable-ad", task="image-classification",
+        summary=(f"RFNet, the reliable-feedback network of reliable-ad (docs/method.md §3): it judges whether a "
+                 f"generated e-commerce ad is usable. Inputs: {inputs}; images resized to "
+                 f"{config.image_size} px; temperature {config.temperature:g}."),
+        base_model=hub_ids(config.image_encoder.pretrained, config.text_encoder.name_or_path),
+        tags=["rfnet", "e-commerce", "advertising", "image-classification", "multimodal"],
+        metrics=[m for split, values in (metrics or {}).items() for m in finite_metrics(values, CARD_METRICS, split)],
+        sections={"Classes": classes, "Usage": usage,
+                  "Files": "`config.json` (architecture, classes, preprocessing), `model.safetensors` (weights), "
+                           "`tokenizer/` (caption tokenizer), `modalities.json` (depth and salience estimators "
+                           "to use) and `training.json` (data and split) when trained with `rfnet train`."},
+    )
+    return build_card(info)
+
+
 def save_pretrained(
-    model: torch.nn.Module, folder: str | os.PathLike, processor=None, *, extra_files: dict[str, str] | None = None
+    model: torch.nn.Module, folder: str | os.PathLike, processor=None, *, extra_files: dict[str, str] | None = None,
+    metrics: dict[str, dict] | None = None,
 ) -> Path:
-    """Write ``model`` to ``folder``: config.json, model.safetensors and (caption on) tokenizer/.
+    """Write ``model`` to ``folder``: config.json, model.safetensors, (caption on) tokenizer/ and a Hub
+    model card README.md.
 
     ``extra_files`` (name -> text, e.g. modalities.json) are written into the same atomic save.
     ``processor`` gives the tokenizer to save; without it the config's tokenizer is rebuilt (tiny)
-    or loaded from ``text_encoder.name_or_path``. An existing earlier save is replaced as a whole;
+    or loaded from ``text_encoder.name_or_path``. ``metrics`` (split -> rfnet eval's metrics.json)
+    go into the card; when a training run saves (``extra_files`` has training.json) they default to
+    the run's own eval (:func:`run_metrics`). An existing earlier save is replaced as a whole;
     a folder holding anything else is refused.
     """
     folder = Path(folder).expanduser()
@@ -147,6 +201,9 @@ def save_pretrained(
             processor.save_pretrained(tmp)
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
+        if metrics is None and TRAINING_FILE in (extra_files or {}):
+            metrics = run_metrics(folder)
+        (tmp / CARD_NAME).write_text(str(model_card(model, metrics)), encoding="utf-8")
         if folder.exists():
             os.rename(folder, old)
         try:

@@ -7,13 +7,18 @@ Layout of ``--out`` (the accelerator, checkpoints, log and resume check are `rel
     data.json                   samples, splits, class counts and weights, data problems
     logs/metrics.jsonl          training and evaluation metrics (always); logs/tensorboard/ when installed
     checkpoints/step_XXXXXXXX/  accelerate state (model, optimizer, scheduler, RNG) + trainer_state.json
-                                (epoch, batch in the epoch, step)
+                                (epoch, batch in the epoch, step; with --shards also the stream's layout and
+                                the shards each process had read to their end)
     model/                      the final RFNet (temperature fitted on val) + modalities.json
     eval/{val,test}/            metrics.json (+ PNGs with matplotlib), predictions.jsonl
 
 Rerunning the same command resumes from the newest checkpoint: the same batches in the same order,
 the same dropout masks, the same learning rates, so 2 + 2 steps give the weights of 4 straight.
 Checkpoints on several nodes need a shared filesystem.
+
+With ``data.shards`` (`reliable-ad data shard`) the train split streams from WebDataset shards
+(`reliable_ad.data.shard_stream`: each process and DataLoader worker reads its own shards, every
+sample once per epoch); resuming needs the same number of processes, workers and batch size.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,7 @@ import torch.nn.functional as F
 
 from reliable_ad.core.config import merge_dicts
 from reliable_ad.rfnet.config import RFNetConfig
+from reliable_ad.rfnet.dataset import RFDataset
 from reliable_ad.rfnet.eval_loop import TRAINING_FILE, evaluate_split, make_loader, predict
 from reliable_ad.rfnet.inspector import build_estimators
 from reliable_ad.rfnet.modality_spec import ModalitySpec, resolve_modality_spec, save_rfnet
@@ -40,10 +46,12 @@ from reliable_ad.rfnet.trainer_data import (
     EpochSampler,
     ModelInputs,
     RobustDataset,
+    ShardLoader,
     Splits,
     build_datasets,
     collate_robust,
     estimators_needed,
+    shard_datasets,
 )
 from reliable_ad.core.io import atomic_write_json
 from reliable_ad.training.accelerator import make_accelerator
@@ -84,13 +92,26 @@ def build_model(section) -> tuple[Any, Any, Any]:
 
 def save(run: Run) -> None:
     """Checkpoint the run (every process; see `reliable_ad.training.checkpoint`)."""
-    save_checkpoint(run.accelerator, run.out, run.state["step"], run.state, keep=run.config.runtime.keep_checkpoints)
+    state = dict(run.state)
+    if isinstance(run.loader, ShardLoader):  # which shards each process has read to their end this epoch
+        stream = run.loader.stream
+        consumed = {str(r): stream.consumed_shards(state["batch_in_epoch"], r) for r in range(stream.world_size)}
+        state["shards"] = {**run.loader.layout(), "epoch": state["epoch"], "consumed": consumed}
+    save_checkpoint(run.accelerator, run.out, run.state["step"], state, keep=run.config.runtime.keep_checkpoints)
     run.last_saved = run.state["step"]
 
 
 def _upgrade_stored(config: dict) -> dict:
-    """A config.json written before the shared vocabulary, in today's names (for the resume check)."""
-    return rename_keys(config, RENAMED, warn=False)
+    """A config.json written before the shared vocabulary or before label codes, in today's terms (for
+    the resume check): such a run read integer RF1M labels as 0..5, so it resumes with --label-codes paper0."""
+    config = rename_keys(config, RENAMED, warn=False)
+    data = config.get("data")
+    if isinstance(data, dict):
+        data.setdefault("shards", None)
+        for source in data.get("sources") or []:
+            if isinstance(source, dict):
+                source.setdefault("label_codes", "paper0")
+    return config
 
 
 def weighted_loss(logits: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor,
@@ -118,7 +139,7 @@ class Run:
     spec: ModalitySpec
     splits: Splits
     inputs_of: ModelInputs
-    sampler: EpochSampler
+    sampler: EpochSampler | None  # None when the train split streams from shards
     loader: Any
     optimizer: Any
     scheduler: Any
@@ -139,7 +160,7 @@ def train(config: TrainConfig, out_dir: str | Path, *, progress: bool = True) ->
     if run.last_saved != run.state["step"]:
         save(run)
     data = config.data
-    training = {"sources": [s.path for s in data.sources], "unsuitable": data.unsuitable,
+    training = {"sources": [s.path for s in data.sources], "shards": data.shards, "unsuitable": data.unsuitable,
                 "split_fractions": list(data.split_fractions), "split_seed": data.split_seed,
                 "steps": run.state["step"]}
     final = finish(run.accelerator, run.model, run.processor, run.spec, run.splits.datasets, run.inputs_of, run.out,
@@ -151,13 +172,55 @@ def train(config: TrainConfig, out_dir: str | Path, *, progress: bool = True) ->
     return final
 
 
+def _train_data(config: TrainConfig, model, spec: ModalitySpec,
+                accelerator) -> tuple[Splits, Any, np.ndarray, ModalitySpec]:
+    """(splits, the train set or shard stream, its class counts, the estimators batches will need)."""
+    mods = model.config.modalities
+    if config.data.shards:
+        stream, splits = shard_datasets(config, num_classes=model.config.num_classes,
+                                        image_size=model.config.image_size, spec=spec, mods=mods,
+                                        rank=accelerator.process_index, world_size=accelerator.num_processes)
+        needed = estimators_needed(spec, splits.info["shards"], mods)
+        if splits.info["samples"]:  # val/test from data.sources may lack cached maps the shards have
+            also = estimators_needed(spec, splits.info, mods)
+            needed = replace(needed, depth=needed.depth or also.depth, salience=needed.salience or also.salience)
+        return splits, stream, np.array(splits.info["shards"]["class_counts"]), needed
+    data = config.data
+    splits = build_datasets(
+        data.sources, unsuitable=data.unsuitable, num_classes=model.config.num_classes,
+        image_size=model.config.image_size, spec=spec, fractions=data.split_fractions, split_seed=data.split_seed,
+        check_files=data.check_files, use_cache=data.use_cached_modalities, needs_product=mods.product,
+    )
+    train_set = splits.datasets["train"]
+    if len(train_set) == 0:
+        raise ValueError(f"the train split is empty ({splits.info['splits']}); add data or change data.split_fractions")
+    counts = np.bincount(train_set.labels, minlength=model.config.num_classes)
+    return splits, train_set, counts, estimators_needed(spec, splits.info, mods)
+
+
+def _train_loader(config: TrainConfig, train, accelerator) -> tuple[EpochSampler | None, Any]:
+    """(sampler, loader) of the train set; no sampler for a shard stream, which orders itself."""
+    pin = accelerator.device.type == "cuda"
+    if not isinstance(train, RFDataset):
+        return None, ShardLoader(train, batch_size=config.optim.batch_size, num_workers=config.num_workers,
+                                 pin_memory=pin)
+    sampler = EpochSampler(len(train), config.runtime.seed)
+    loader = torch.utils.data.DataLoader(
+        RobustDataset(train), batch_size=config.optim.batch_size, sampler=sampler, num_workers=config.num_workers,
+        collate_fn=collate_robust, generator=torch.Generator().manual_seed(config.runtime.seed),  # not the global RNG
+        pin_memory=pin,
+    )
+    return sampler, loader
+
+
 def prepare(config: TrainConfig, out: Path) -> Run:
     """Model, data, optimizer and schedule, prepared by accelerate, resumed from the newest checkpoint."""
     from accelerate.utils import set_seed
 
     opt = config.optim
-    if not config.data.sources:
-        raise ValueError("data.sources is empty; give at least one RF1M folder, run manifest or annotation export")
+    if not config.data.sources and not config.data.shards:
+        raise ValueError("data.sources is empty; give at least one RF1M folder, run manifest or annotation export "
+                         "(--data), or shards (--shards)")
     accelerator = make_accelerator(config.runtime, gradient_accumulation_steps=opt.gradient_accumulation_steps)
     latest = latest_checkpoint(out)
     if latest is not None:  # a run that never checkpointed may start over with another config
@@ -169,32 +232,21 @@ def prepare(config: TrainConfig, out: Path) -> Run:
 
     # 1. model, data, and the estimators for the maps the data has not cached
     model, processor, spec = build_model(config.model)
-    mods = model.config.modalities
-    splits = build_datasets(
-        config.data.sources, unsuitable=config.data.unsuitable, num_classes=model.config.num_classes,
-        image_size=model.config.image_size, spec=spec, fractions=config.data.split_fractions,
-        split_seed=config.data.split_seed, check_files=config.data.check_files,
-        use_cache=config.data.use_cached_modalities, needs_product=mods.product,
-    )
-    train_set = splits.datasets["train"]
-    if len(train_set) == 0:
-        raise ValueError(f"the train split is empty ({splits.info['splits']}); add data or change data.split_fractions")
-    weights = class_weights(np.bincount(train_set.labels, minlength=model.config.num_classes), opt.class_weighting)
+    splits, train, train_counts, needed = _train_data(config, model, spec, accelerator)
+    weights = class_weights(train_counts, opt.class_weighting)
     splits.info.update(class_weights=weights.tolist(), modalities=spec.to_dict())
     if accelerator.is_main_process:
         atomic_write_json(out / "data.json", splits.info)
-    estimators = build_estimators(estimators_needed(spec, splits.info, mods), accelerator.device)
+    estimators = build_estimators(needed, accelerator.device)
     inputs_of = ModelInputs(model.config, processor, estimators, accelerator.device)
 
     # 2. loader (order fixed by seed and epoch), AdamW, lr x gamma at each milestone epoch, per optimizer step
-    sampler = EpochSampler(len(train_set), config.runtime.seed)
-    loader = torch.utils.data.DataLoader(
-        RobustDataset(train_set), batch_size=opt.batch_size, sampler=sampler, num_workers=config.num_workers,
-        collate_fn=collate_robust, generator=torch.Generator().manual_seed(config.runtime.seed),  # not the global RNG
-        pin_memory=accelerator.device.type == "cuda",
-    )
+    sampler, loader = _train_loader(config, train, accelerator)
     optimizer = torch.optim.AdamW(model.parameters(), lr=opt.learning_rate, weight_decay=opt.weight_decay)
-    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+    if sampler is None:  # shards: each process already reads its own, accelerate must not split batches
+        model, optimizer = accelerator.prepare(model, optimizer)
+    else:
+        model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     steps_per_epoch = math.ceil(len(loader) / opt.gradient_accumulation_steps)
     milestones = [m * steps_per_epoch for m in opt.lr_milestones]
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -210,10 +262,23 @@ def prepare(config: TrainConfig, out: Path) -> Run:
     # 3. resume: weights, optimizer, schedule, RNG states, and where in which epoch
     if latest is not None:
         state = load_checkpoint(accelerator, latest[1])
+        if sampler is None:
+            _check_stream_layout(state, loader.layout(), latest[1])
         run.state = {k: int(state[k]) for k in ("epoch", "batch_in_epoch", "step")}
         run.last_saved = run.state["step"]
         logger.info("resumed at epoch %d, step %d", run.state["epoch"], run.state["step"])
     return run
+
+
+def _check_stream_layout(state: dict[str, Any], layout: dict[str, int], folder) -> None:
+    """A shard stream resumes exactly only with the processes, workers and batch size it ran with."""
+    stored = state.get("shards")
+    if stored is None:
+        raise ValueError(f"{folder} was written without --shards; resume without it, or start a new --out")
+    changed = {k: (stored.get(k), v) for k, v in layout.items() if stored.get(k) != v}
+    if changed:
+        raise ValueError(f"{folder}: the shard stream changed since the checkpoint ({changed}, as (then, now)); "
+                         "resume with the same processes, --num-workers, --batch-size, shards and seed")
 
 
 def train_epochs(run: Run, *, progress: bool = True) -> None:
@@ -227,10 +292,14 @@ def train_epochs(run: Run, *, progress: bool = True) -> None:
                disable=not (progress and accelerator.is_local_main_process))
     losses: list[torch.Tensor] = []
     while state["epoch"] < opt.epochs and state["step"] < stop_at:
-        run.sampler.set_epoch(state["epoch"])
+        if run.sampler is not None:
+            run.sampler.set_epoch(state["epoch"])
         run.loader.set_epoch(state["epoch"])
         skip = state["batch_in_epoch"]  # a resumed run continues mid-epoch, in the same order
-        batches = accelerator.skip_first_batches(run.loader, skip) if skip else run.loader
+        if isinstance(run.loader, ShardLoader):  # each worker skips what it had yielded, unread
+            batches = run.loader.skip(skip)
+        else:
+            batches = accelerator.skip_first_batches(run.loader, skip) if skip else run.loader
         run.model.train()
         for batch in batches:
             losses.append(train_step(run, batch))

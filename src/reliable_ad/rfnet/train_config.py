@@ -54,11 +54,15 @@ class DataSource:
     path: str  # an RF1M folder, a generation run folder or manifest.jsonl, or an annotation export .jsonl
     kind: str = "auto"  # auto | rf1m | manifest | annotations; auto guesses from the path
     label_file: str | None = None  # RF1M only: the label file, when not one of the usual names
+    label_codes: str = "rf1m"  # RF1M only: integer labels' meaning: rf1m (README 1..6), paper0 (0..5) or a file
 
     def __post_init__(self) -> None:
         check(isinstance(self.path, str) and bool(self.path), f"data source path={self.path!r} must be a path")
         check(self.kind in SOURCE_KINDS,
                f"data source {self.path!r}: kind={self.kind!r} must be one of {SOURCE_KINDS}")
+        from reliable_ad.data.label_codes import resolve_label_codes
+
+        resolve_label_codes(self.label_codes)  # raises ValueError naming the mapping and the choices
 
 
 @dataclass
@@ -69,6 +73,8 @@ class DataConfig:
     split_seed: int = 0  # products' split positions depend only on their id and this seed
     use_cached_modalities: bool = True  # use <source>/modalities/ maps made by `reliable-ad modalities`
     check_files: bool = True  # skip samples whose files are missing (one directory listing per folder)
+    shards: str | None = None  # train on WebDataset shards (`reliable-ad data shard`): folder or glob; the
+    # sources, when given, then provide only the val and test splits
 
     def __post_init__(self) -> None:
         self.sources = [s if isinstance(s, DataSource) else DataSource(**s) if isinstance(s, dict)

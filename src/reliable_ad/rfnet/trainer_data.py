@@ -5,6 +5,7 @@ RFNet's inputs (computing the depth and salience maps a batch lacks, without gra
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from dataclasses import dataclass, replace
@@ -13,8 +14,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 
-from reliable_ad.data.tensors import ImageLoadError
+from reliable_ad.data.archives import read_bytes, split_member_path
+from reliable_ad.data.tensors import ImageLoadError, _load_map, _load_rgb, rgb_to_tensor
 from reliable_ad.data.readers import Problem, Sample, policy_class_names, read_annotation_export, read_manifest, read_rf1m
 from reliable_ad.rfnet.dataset import RFDataset, collate_rf
 from reliable_ad.rfnet.modality_spec import ModalitySpec
@@ -44,14 +47,16 @@ def source_kind(path: str | os.PathLike, kind: str = "auto") -> tuple[str, Path]
 
 def read_source(path: str | os.PathLike, kind: str = "auto", *, unsuitable: str = "drop", check_files: bool = True,
                 label_file: str | None = None, spec: ModalitySpec | None = None,
-                use_cache: bool = True) -> tuple[list[Sample], list[Problem]]:
+                use_cache: bool = True, label_codes: str | None = None) -> tuple[list[Sample], list[Problem]]:
     """Samples of one source, with its cached maps (``<folder>/modalities/``) attached when they
-    were made with the estimators of ``spec``."""
+    were made with the estimators of ``spec``. ``label_codes``: RF1M only, what integer labels mean
+    (`reliable_ad.data.label_codes`; None = the release README's ``rf1m``)."""
     from reliable_ad.modalities.cache import attach_cached_maps
 
     kind, p = source_kind(path, kind)
     if kind == "rf1m":
-        samples, problems = read_rf1m(p, unsuitable=unsuitable, label_file=label_file, check_files=check_files)
+        samples, problems = read_rf1m(p, unsuitable=unsuitable, label_file=label_file, check_files=check_files,
+                                      label_codes=label_codes)
         root = p
     elif kind == "manifest":
         samples, problems = read_manifest(p, unsuitable=unsuitable, check_files=check_files)
@@ -91,7 +96,8 @@ def build_datasets(sources: list[Any], *, unsuitable: str, num_classes: int, ima
     problems: list[Problem] = []
     for src in sources:
         s, p = read_source(src.path, src.kind, unsuitable=unsuitable, check_files=check_files,
-                           label_file=getattr(src, "label_file", None), spec=spec, use_cache=use_cache)
+                           label_file=getattr(src, "label_file", None), spec=spec, use_cache=use_cache,
+                           label_codes=getattr(src, "label_codes", None))
         samples += s
         problems += p
     if not samples:
@@ -135,7 +141,8 @@ def estimators_needed(spec: ModalitySpec, info: dict[str, Any], mods) -> Modalit
 
 class RobustDataset(torch.utils.data.Dataset):
     """An RFDataset whose unreadable items become blank placeholders with ``valid=False``, so a batch
-    keeps its shape (collectives across processes need that) and the loss and metrics skip them."""
+    keeps its shape (collectives across processes need that) and the loss and metrics skip them.
+    A generated image inside a zip archive (``<archive>.zip/<member>``) is read in place."""
 
     def __init__(self, dataset: RFDataset):
         self.dataset = dataset
@@ -143,9 +150,27 @@ class RobustDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def _item(self, index: int) -> dict[str, Any]:
+        ds = self.dataset
+        path = ds.images[index]
+        if split_member_path(path) is None:
+            return ds[index]
+        # the image from its archive; product and maps (plain files) as RFDataset reads them
+        size = ds.image_size
+        try:
+            with Image.open(io.BytesIO(read_bytes(path))) as im:
+                image = rgb_to_tensor(im, size)
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            raise ImageLoadError(f"cannot read image {path!r}: {e}", path) from e
+        product = ds.products[index]
+        maps = {kind: (None if paths is None or paths[index] is None else _load_map(paths[index], size))
+                for kind, paths in (("depth", ds.depths), ("salience", ds.saliences))}
+        return {"image": image, "product": _load_rgb(product, size, pad_square=True) if product else None, **maps,
+                "caption": ds.captions[index], "label": int(ds.labels[index]), "index": int(index)}
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         try:
-            return {**self.dataset[index], "valid": True, "error": None}
+            return {**self._item(index), "valid": True, "error": None}
         except ImageLoadError as e:
             size = self.dataset.image_size
             return {"image": torch.zeros(3, size, size), "product": None, "depth": None, "salience": None,
@@ -230,3 +255,86 @@ class ModelInputs:
                 images[kind] = self._maps(kind, batch, generated)
         inputs = self.processor(list(batch["caption"]) if self.mods.caption else None, **images)
         return {k: v.to(self.device) for k, v in inputs.items()}
+
+
+class ShardLoader:
+    """Batches of a :class:`~reliable_ad.data.shard_stream.ShardStream` with the calls the training loop
+    makes (``set_epoch``, ``skip``). Not prepared by accelerate, whose dispatching would hand one
+    process's batches to the others: the stream already gives each process its own shards."""
+
+    def __init__(self, stream, *, batch_size: int, num_workers: int, pin_memory: bool = False):
+        self.stream = stream
+        self.loader = torch.utils.data.DataLoader(stream, batch_size=batch_size, num_workers=num_workers,
+                                                  collate_fn=collate_robust, pin_memory=pin_memory)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.stream.set_epoch(epoch)
+
+    def skip(self, batches: int) -> ShardLoader:
+        """Start the next pass after ``batches`` batches of the epoch (exact resume; nothing re-read)."""
+        self.stream.start_batch = int(batches)
+        return self
+
+    def __iter__(self):
+        batches = iter(self.loader)  # the workers take their copy of the stream (epoch, start) here
+        self.stream.start_batch = 0
+        return batches
+
+    def layout(self) -> dict[str, int]:
+        """What an exact resume needs unchanged."""
+        s = self.stream
+        return {"world_size": s.world_size, "num_workers": s.workers, "batch_size": s.batch_size,
+                "shards": len(s.shards), "seed": s.seed}
+
+
+def shard_datasets(config, *, num_classes: int, image_size: int, spec: ModalitySpec | None, mods,
+                   rank: int, world_size: int) -> tuple[Any, Splits]:
+    """(train stream, val/test splits) for training on shards: val and test come from
+    ``config.data.sources`` when given (their train split is not used), else they are empty."""
+    from reliable_ad.data.shard_stream import ShardStream, load_shards
+
+    data = config.data
+    shards = load_shards(data.shards)
+    names = shards.class_names
+    if num_classes not in (2, len(names)):
+        raise ValueError(f"--shards {data.shards!r} hold {len(names)} classes {names} but the model has "
+                         f"num_classes={num_classes}; rewrite the shards with another --unsuitable or set "
+                         f"model.overrides.num_classes: {len(names)}")
+    written = shards.index["settings"].get("maps", {})
+    for kind in ("depth", "salience"):
+        wanted = getattr(spec, kind, None) if getattr(mods, kind, False) else None
+        if wanted and written.get(kind) not in (None, wanted) and shards.with_cached()[kind]:
+            raise ValueError(f"--shards {data.shards!r} carry {kind} maps of {written[kind]!r}, the model expects "
+                             f"{wanted!r}; rewrite the shards with --no-cached-maps or pass --{kind} {written[kind]}")
+    stream = ShardStream(shards.shards, batch_size=config.optim.batch_size, image_size=image_size,
+                         seed=config.runtime.seed, rank=rank, world_size=world_size,
+                         num_workers=config.num_workers, binary=num_classes == 2)
+    settings = shards.index["settings"]
+    if data.sources and settings.get("split") == "all":
+        logger.warning("--shards %s hold every split (written with --split all) and val/test come from %s: "
+                       "their products are in the training shards too; write the shards with --split train",
+                       data.shards, [s.path for s in data.sources])
+    elif data.sources and (settings.get("split_seed"), list(settings.get("split_fractions", []))) != (
+            data.split_seed, list(data.split_fractions)):
+        raise ValueError(f"--shards {data.shards!r} hold the train split of split seed {settings.get('split_seed')} "
+                         f"and fractions {settings.get('split_fractions')}, but val/test would be split with seed "
+                         f"{data.split_seed} and fractions {list(data.split_fractions)}; pass the same --split-seed "
+                         "(and data.split_fractions) so no product is on both sides")
+    if data.sources:
+        splits = build_datasets(data.sources, unsuitable=data.unsuitable, num_classes=num_classes,
+                                image_size=image_size, spec=spec, fractions=data.split_fractions,
+                                split_seed=data.split_seed, check_files=data.check_files,
+                                use_cache=data.use_cached_modalities, needs_product=mods.product)
+    else:
+        empty = RFDataset([], image_size=image_size)
+        splits = Splits({"train": empty, "val": empty, "test": empty}, {"samples": 0, "splits": {}, "problems": 0})
+    counts = shards.class_counts()
+    if num_classes == 2:
+        counts = np.array([counts[0], counts[1:].sum()])
+    splits.info.update(shards={"spec": data.shards, "shards": len(shards.shards), "samples": shards.samples,
+                               "class_counts": counts.tolist(), "with_cached": shards.with_cached(),
+                               "settings": settings})
+    return stream, splits
