@@ -18,7 +18,7 @@ import io
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -169,19 +169,27 @@ def _npy(array: np.ndarray) -> bytes:
 
 def write_synthad_dataset(out_dir: str | os.PathLike, n: int, *, seed: int = 0, size: int = 64,
                           class_shares: Mapping[str, float] = BALANCED, scenes_per_product: int = 2,
-                          image_scale: float | None = None, maps: bool = True) -> DatasetSummary:
+                          image_scale: float | None = None, maps: bool = True,
+                          transform: Callable[[SceneItem], np.ndarray] | None = None,
+                          transform_name: str | None = None) -> DatasetSummary:
     """Write `n` labelled scenes to `out_dir` in the RF1M layout (module docstring).
 
     Every file is written atomically; the label, caption and scene files are written last, so a
     folder with a labels.txt is complete. A scene that fails is recorded in `summary.failed`, the
     others are still written. `maps`: also write the true depth and salience maps
     (float16 (S, S), near = 1, salient = 1) with `modalities/meta.json` naming them "synthad-true".
+    `transform(item)` replaces each scene's image before it is written (e.g. a VAE round trip with the
+    product pasted back: scenes whose labels are known by construction, as a generator shows them);
+    `transform_name` records it in synthad.json. Maps stay the clean render's.
     """
+    if transform is not None and not transform_name:
+        raise ValueError("transform_name is required with transform: synthad.json must say how the images were made")
     root = Path(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     summary = DatasetSummary(root)
     settings = {"n": n, "seed": seed, "size": size, "class_shares": _check_shares(class_shares),
-                "scenes_per_product": scenes_per_product, "image_scale": image_scale, "maps": maps}
+                "scenes_per_product": scenes_per_product, "image_scale": image_scale, "maps": maps,
+                **({"transform": transform_name} if transform is not None else {})}
     _check_stream(n, seed, size, scenes_per_product)
     labels, captions, records = [], {}, []
     product = None
@@ -192,7 +200,8 @@ def write_synthad_dataset(out_dir: str | os.PathLike, n: int, *, seed: int = 0, 
             item = render_item(product, p, k, label, seed=seed, size=size, image_scale=image_scale)
             if k == 0 or not (root / "products" / f"{item.product_id}.png").exists():
                 atomic_write_bytes(root / "products" / f"{item.product_id}.png", product_png_bytes(product.rgba))
-            atomic_write_bytes(root / name, _png(item.scene.image))
+            image = item.scene.image if transform is None else transform(item)
+            atomic_write_bytes(root / name, _png(image))
             if maps:
                 atomic_write_bytes(map_path(root, "depth", name), _npy(item.scene.depth))
                 atomic_write_bytes(map_path(root, "salience", name), _npy(item.scene.salience))

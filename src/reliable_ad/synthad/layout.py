@@ -25,6 +25,10 @@ MIN_PRODUCT_PIXELS = 72  # product pixels a scene's product keeps (the pipeline 
 MAX_REF_WIDTH = 0.42  # a reference is at most this share of the frame wide
 MUG_HANDLE = 1.3  # a mug's width with its handle, per body width
 EXTENSION_SHARE = 0.1  # a hallucinated part shows at least this share of the product's area
+# Defects must survive the generator's VAE (docs/synthad.md, "Validity gates"): a scale reference is
+# at least MIN_REF_PX tall and a hallucinated handle or leg EXTENSION_THICK px thick, at 64 px.
+MIN_REF_PX = 12
+EXTENSION_THICK = 5
 
 
 class LayoutError(ValueError):
@@ -217,7 +221,7 @@ def _ref_candidates(support: _Support, ppm: float, size: int, contact: int,
         else:
             lo, hi = support.slot(size)
             bottom = int(np.clip(contact + rng.integers(-1, 2), lo, hi))
-        if h >= round(6 * size / 64) and bottom - h + 1 >= round(0.03 * size) and w <= MAX_REF_WIDTH * size:
+        if h >= round(MIN_REF_PX * size / 64) and bottom - h + 1 >= round(0.03 * size) and w <= MAX_REF_WIDTH * size:
             out.append((ref, h, w, bottom))
     rng.shuffle(out)
     return out
@@ -227,7 +231,7 @@ def _ref_limits(ref: Reference, sup: _Support, size: int) -> tuple[float, float]
     """Smallest and largest pixel height of a reference that is detectable and fits the frame."""
     bottom = sup.y + 1 if ref.name == "door" else sup.slot(size)[1]
     widest = MAX_REF_WIDTH * size / (ref.width_ratio * (MUG_HANDLE if ref.name == "mug" else 1.0))
-    return round(6 * size / 64), min(bottom + 1 - round(0.03 * size), widest)
+    return round(MIN_REF_PX * size / 64), min(bottom + 1 - round(0.03 * size), widest)
 
 
 def _feasible_heights(sup: _Support, implied_m: float, size: int) -> list[tuple[float, float]]:
@@ -453,7 +457,7 @@ def _extension_plan(cut: Cutout, variant: str, ext_h: int, size: int,
             ("left", "right")[int(rng.integers(2))]
         rx = _ri(rng, max(3 * u, 0.22 * cut.height), max(4 * u, 0.38 * cut.height))
         ry = _ri(rng, max(3 * u, 0.15 * cut.height), max(4 * u, 0.28 * cut.height))
-        thick = max(2, int(2.5 * u + 0.5))  # thick enough to survive a blurry generator
+        thick = max(2, int(EXTENSION_THICK * u + 0.5))
         reach = rx + thick if side != "top" else 0
         return {"side": side, "rx": rx, "ry": ry, "thick": thick}, reach * (side == "left"), reach * (side == "right")
     b0, b1 = _base_span(cut)
@@ -462,7 +466,7 @@ def _extension_plan(cut: Cutout, variant: str, ext_h: int, size: int,
         x0 = (b0 + b1) // 2 - w // 2
         return {"x0": x0, "w": w}, max(0, -x0), max(0, x0 + w - cut.width)
     n = int(rng.integers(2, 5)) if b1 - b0 >= 8 * u else 2
-    return {"n": n, "thick": max(2, int(2.5 * u + 0.5))}, 0, 0
+    return {"n": n, "thick": max(2, int(EXTENSION_THICK * u + 0.5))}, 0, 0
 
 
 def _extension(cut: Cutout, offset: tuple[int, int], plan: dict, variant: str, ext_h: int,

@@ -10,6 +10,9 @@ Rules, each a severity z (z >= 1 means the rule is broken):
   in its colour, and little of its surroundings may be clutter (pixels that differ from the
   wall/support behind them).
 - Shape Hallucination: no product-coloured region may be attached to the product's silhouette.
+A product whose surroundings share its colour is Indistinct and nothing else: where it ends, what is
+attached to it and which colours are references cannot be read then (a reviewer who cannot see the
+product does not judge its size), so the other rules are not applied.
 Severities become soft class scores: s = sigmoid(gain (z - 1)); p(Available) = prod(1 - s); the
 defect classes share the rest in proportion to s; the label is the most probable class. The oracle
 knows SynthAd's conventions (reference colours and heights, see world.py); it is no model of the
@@ -334,10 +337,10 @@ class OracleInspector:
         # 4. severities
         min_attached = max(cfg.attached_min_px * u * u, cfg.attached_share * m.product_px)
         m.severity[SHAPE] = m.attached_px / min_attached
-        m.severity[SPACE] = self._space(solid | attached, m, u)
+        m.severity[SPACE] = 0.0 if same_colour else self._space(solid | attached, m, u)
         m.clutter_share = self._clutter(img, rows_rgb, mask | attached, refs, window, m)
         m.severity[INDISTINCT] = max(m.ring_share / cfg.same_color_share, m.clutter_share / cfg.clutter_share)
-        m.severity[SIZE] = self._size(caption, m)
+        m.severity[SIZE] = 0.0 if same_colour else self._size(caption, m)
         self._explain(m)
         return m
 

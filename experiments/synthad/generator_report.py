@@ -1,0 +1,103 @@
+"""Does the SynthAd generator do what its prompt says? (docs/synthad.md, "The generator")
+
+    python -m experiments.synthad.generator_report --model runs/gen-v2 [--products 200] [--out FILE.json]
+    python -m experiments.synthad.generator_report --model synthad          # the packaged generator
+
+One image per fresh product (the product stream of seed 10,000, which no training used), at the first
+attempt, with the `synthad` preset rendered for it (its caption, a drawn wall colour, surface and
+clutter level) and the generator's default sampling, as `reliable-ad run` makes its first image. Three
+measures, each a proportion with its Wilson 95% interval:
+
+- wall colour followed: the dominant colour of the image's upper quarter outside the product is
+  nearest to the prompt's wall colour (of seven; chance is about 1/7);
+- references of the right support class: of the images in which the oracle finds scale references,
+  those whose references all stand on the support the product's size class implies (a lipstick's
+  mug on a table, a sofa's door on the floor): the caption names the size class;
+- Available at the first attempt, by the oracle (valid on generated images while gate 1 holds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+from experiments.synthad.gates import generator_folder, proportion
+
+FRESH_SEED = 10_000
+
+
+def measure(model: str, products: int = 200, *, batch_size: int = 16, progress: bool = True) -> dict:
+    from tqdm.auto import tqdm
+
+    from experiments.studies.common import wall_color_of_background
+    from reliable_ad.data.product import prepare_product
+    from reliable_ad.generation.config import ModelConfig, SamplingConfig
+    from reliable_ad.generation.generator import AdGenerator, GenerationJob
+    from reliable_ad.generation.prompts import get_preset
+    from reliable_ad.synthad.dataset import stream_product
+    from reliable_ad.synthad.oracle import OracleInspector
+    from reliable_ad.synthad.world import REFERENCES, SUPPORT_OF_SIZE_CLASS
+    from experiments.synthad.train_generator import PROMPT_PRESET, SIZE
+
+    root = generator_folder(model)
+    gen = AdGenerator.from_config(ModelConfig(model=str(root / "base"), controlnet=str(root / "controlnet"),
+                                              safety_checker=False),
+                                  SamplingConfig(size=SIZE, batch_size=batch_size))
+    preset = get_preset(PROMPT_PRESET)
+    items = [stream_product(FRESH_SEED, p) for p in range(products)]
+    rendered = [preset.render(FRESH_SEED + p, caption=item.caption) for p, item in enumerate(items)]
+    prepared = [prepare_product(item.to_product(), SIZE, preset.image_scale) for item in items]
+    jobs = [GenerationJob(prep, r.prompt, r.negative_prompt, FRESH_SEED + p)
+            for p, (prep, r) in enumerate(zip(prepared, rendered))]
+    images = []
+    for start in tqdm(range(0, len(jobs), batch_size), desc="generate", disable=not progress, file=sys.stderr):
+        images += [r.image for r in gen.generate(jobs[start:start + batch_size])]
+    oracle = OracleInspector()
+    walls = refs_seen = refs_right = available = 0
+    labels: Counter = Counter()
+    rows = []
+    for p, (item, prep, r, image) in enumerate(zip(items, prepared, rendered, images)):
+        verdict = oracle.judge(image, prep.alpha, item.caption)
+        wall = wall_color_of_background(image, prep.alpha)
+        want = SUPPORT_OF_SIZE_CLASS[item.size_class]
+        found = [name for name, _ in verdict.measurements.references]
+        right = bool(found) and all(REFERENCES[name].support == want for name in found)
+        walls += wall == r.slot_values["wall_color"]
+        refs_seen += bool(found)
+        refs_right += right
+        available += verdict.label == "Available"
+        labels[verdict.label] += 1
+        rows.append({"product": p, "caption": item.caption, "prompt": r.prompt, "wall": wall,
+                     "references": found, "support": want, "label": verdict.label})
+    return {"model": model, "products": products, "seed": FRESH_SEED,
+            "wall_color_followed": proportion(walls, products),
+            "references_found": proportion(refs_seen, products),
+            "references_right_support": proportion(refs_right, refs_seen),
+            "available_first_attempt": proportion(available, products),
+            "labels": dict(labels), "images": rows}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m experiments.synthad.generator_report",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="a trained generator folder (base/, controlnet/) or 'synthad'")
+    p.add_argument("--products", type=int, default=200, help="fresh products, one image each (default 200)")
+    p.add_argument("--out", help="write the measures (and each image's row) here as JSON")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    if args.products < 1:
+        p.error(f"--products {args.products}: give at least 1")
+    report = measure(args.model, args.products, progress=not args.no_progress)
+    if args.out:
+        from reliable_ad.core.io import atomic_write_json
+
+        atomic_write_json(Path(args.out), report)
+    print(json.dumps({k: v for k, v in report.items() if k != "images"}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
