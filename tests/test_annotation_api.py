@@ -171,6 +171,28 @@ def test_import_rf1m_folder_keeps_release_labels(db, tmp_path):
     assert tasks["images/p0_0.png"].product_path.endswith("products/p0.png")
 
 
+def test_import_rf1m_folder_reads_numeric_labels_by_the_named_codes(db, tmp_path):
+    """`annotate import --label-codes paper0`: 0 is Available, 5 Unsuitable (the other order than the
+    release's 1..6); a code outside the mapping refuses the folder, naming the mapping."""
+    from PIL import Image
+
+    from reliable_ad.cli.main import main
+
+    root = tmp_path / "rf1m"
+    (root / "images").mkdir(parents=True)
+    for i in range(2):
+        Image.new("RGB", (8, 8), (i * 50, 0, 0)).save(root / "images" / f"p{i}_0.png")
+    (root / "labels.txt").write_text("images/p0_0.png\t0\nimages/p1_0.png\t5\n")
+    assert import_availability(db, root, k=1, label_codes="paper0").added == 2
+    with db.read() as s:
+        labels = {t.key: t.reference_label for t in s.scalars(select(Task))}
+    assert labels == {"images/p0_0.png": LABELS.index("Available"), "images/p1_0.png": LABELS.index("Unsuitable")}
+    with pytest.raises(ValueError, match="rf1m"):  # 0 is no code of the release's 1..6
+        import_availability(db, root, k=1, name="again")
+    assert main(["annotate", "import", "--db", f"sqlite:///{tmp_path / 'cli.db'}", str(root), "--label-codes",
+                 "paper0"]) == 0
+
+
 def test_a_batch_name_taken_by_the_other_kind_is_refused_with_its_kind(db, run, tmp_path):
     runs = [make_run(tmp_path / method, 2, 1, seed=i) for i, method in enumerate(("base", "rfft"))]
     import_availability(db, run, name="labelled", k=1)

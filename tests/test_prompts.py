@@ -150,6 +150,11 @@ def test_caption_slot_is_filled_per_product_and_never_drawn():
         with pytest.raises(ValueError, match=r"\{caption\}.*give each product a caption"):
             p.render(1, caption=missing)
     assert preset().render(1, caption="ignored").prompt == preset().render(1).prompt
+    fallback = preset(prompt="{caption} on a {color} table", caption_default="a product")
+    assert fallback.render(1).prompt.startswith("a product on a ") and fallback.render(1, caption="a mug").prompt \
+        .startswith("a mug on a ")
+    with pytest.raises(ValueError, match="caption_default"):
+        preset(prompt="{caption} on a table", slots={}, caption_default=" ")
     with pytest.raises(ValueError, match="reserved for the product's caption"):
         preset(prompt="{caption} on a table", slots={"caption": ["x"]})
 
@@ -157,6 +162,7 @@ def test_caption_slot_is_filled_per_product_and_never_drawn():
 def test_the_synthad_preset_names_the_product():
     r = get_preset("synthad").render(0, caption="a large teal sofa")
     assert r.prompt.startswith("a large teal sofa on a ")
+    assert get_preset("synthad").render(0).prompt.startswith("a product on a ")  # a cut-out without a caption
 
 
 def test_preset_is_frozen_and_hashable():

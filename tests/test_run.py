@@ -93,6 +93,10 @@ def test_resume_with_other_settings_is_refused(tiny_checkpoint, product_files, t
     run_generate(inputs, _cfg(), tmp_path / "r", progress=False)
     with pytest.raises(ValueError, match="different config.*seed"):
         run_generate(inputs, _cfg(seed=5), tmp_path / "r", progress=False)
+    from reliable_ad.generation.config import ProvenanceConfig
+
+    with pytest.raises(ValueError, match="different config.*provenance"):  # a run's images are all marked alike
+        run_generate(inputs, _cfg(provenance=ProvenanceConfig(watermark=False)), tmp_path / "r", progress=False)
 
 
 def test_bad_products_are_recorded_and_the_batch_goes_on(tiny_checkpoint, product_files, tmp_path):

@@ -254,8 +254,9 @@ def read_run(path: str | os.PathLike, limits: Limits, problems: list[str],
 
 
 def read_rf1m_folder(root: str | os.PathLike, limits: Limits, problems: list[str],
-                     allow_roots: list[Path] | None = None) -> list[dict]:
-    """Task rows of an RF1M-style folder, read by RFNet's own reader; its labels become reference labels."""
+                     allow_roots: list[Path] | None = None, label_codes: str | None = None) -> list[dict]:
+    """Task rows of an RF1M-style folder, read by RFNet's own reader (numeric labels by ``label_codes``,
+    default the release's 1..6); its labels become reference labels."""
     from reliable_ad.data.readers import LABEL_FILE_NAMES, read_rf1m
 
     root = Path(root)
@@ -263,7 +264,7 @@ def read_rf1m_folder(root: str | os.PathLike, limits: Limits, problems: list[str
     if label_file is None:
         raise FileNotFoundError(f"{root} has neither {MANIFEST} nor a label file ({', '.join(LABEL_FILE_NAMES)})")
     _check_size(label_file, limits)
-    result = read_rf1m(root, unsuitable="keep")
+    result = read_rf1m(root, unsuitable="keep", label_codes=label_codes)
     problems.extend(f"{p.file}:{p.line}: {p.message}" for p in result.problems)
     if len(result.samples) > limits.max_records:
         raise ImportRejected(str(label_file), [f"{label_file}: more than {limits.max_records:,} records; "
@@ -346,7 +347,7 @@ def _shuffle_key(key: str) -> float:
 def import_availability(db: Database, source: str | os.PathLike, *, name: str | None = None, k: int = 2,
                         order: str = "sequential", limits: Limits | None = None,
                         skip_problems: bool = False, allow_roots: list[str | os.PathLike] | None = None,
-                        ) -> ImportSummary:
+                        label_codes: str | None = None) -> ImportSummary:
     """Import one generation run (its manifest) or an RF1M-style folder as an availability batch.
 
     Files must lie inside the imported folder (after following links) or under ``allow_roots``."""
@@ -363,7 +364,7 @@ def import_availability(db: Database, source: str | os.PathLike, *, name: str | 
     if (src.is_dir() and (src / MANIFEST).is_file()) or src.is_file():
         rows, failed = read_run(src, limits, problems, allow_roots)
     else:
-        rows = read_rf1m_folder(src, limits, problems, allow_roots)
+        rows = read_rf1m_folder(src, limits, problems, allow_roots, label_codes)
     _finish_problems(str(src), problems, skip_problems)
     if not rows:  # never an empty batch that annotators would then see
         shown = "".join(f"\n  {p}" for p in problems[:5])

@@ -8,6 +8,7 @@ import getpass
 import sys
 
 from reliable_ad.cli.common import add_config_arg
+from reliable_ad.cli.data import LABEL_CODES_HELP
 
 # flag -> AnnotationConfig field
 SERVER_FLAGS = {
@@ -85,6 +86,7 @@ def add_parser(sub) -> None:
     i.add_argument("--allow-root", action="append", metavar="DIR",
                    help="also import files under DIR (repeatable); by default every image and product must lie "
                         "inside the imported folder, links followed")
+    i.add_argument("--label-codes", metavar="NAME|FILE", help=LABEL_CODES_HELP + " (RF1M folders only)")
     i.add_argument("--max-import-bytes", type=int, help="refuse larger manifest or label files (default 512 MiB)")
     i.add_argument("--max-import-records", type=int, help="refuse more records (default 2,000,000)")
     i.set_defaults(func=run_import)
@@ -152,7 +154,8 @@ def run_import(args: argparse.Namespace) -> int:
                                            allow_roots=args.allow_root)]
         else:
             summaries = [import_availability(db, path, name=args.name, k=config.k, order=config.order, limits=limits,
-                                             skip_problems=args.skip_problems, allow_roots=args.allow_root)
+                                             skip_problems=args.skip_problems, allow_roots=args.allow_root,
+                                             label_codes=args.label_codes)
                          for path in args.paths]
     except ImportRejected as e:
         print(f"reliable-ad annotate import: {e}", file=sys.stderr)

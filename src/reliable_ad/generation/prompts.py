@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 AUTHORS_WALL_COLORS = ("light pea green", "light yellow", "light pink", "light sky blue", "cream", "silver", "beige")
 AUTHORS_SLOT = "wall_color"  # the slot name their positional "{}" becomes
 _AUTHORS_KEYS = ("prompt", "negative_prompt", "image_scale", "matting", "flag")
-_PRESET_KEYS = ("prompt", "negative_prompt", "image_scale", "slots", "keep_loc", "background_slots")
+_PRESET_KEYS = ("prompt", "negative_prompt", "image_scale", "slots", "keep_loc", "background_slots", "caption_default")
 # The product's own caption, filled per product (not drawn): "{caption} on a wooden table" tells the
 # model what the product is, as a real SD1.5 reads "a lipstick" (docs/method.md §2).
 CAPTION_SLOT = "caption"
@@ -85,6 +85,7 @@ class PromptPreset:
     slots: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
     keep_loc: bool = False  # keep the product where it is in its photo instead of centring it
     background_slots: tuple[str, ...] = ()  # slots describing the background, stepped by defect-aware retries
+    caption_default: str | None = None  # what {caption} says for a product without one; None: it is refused
     uses_caption: bool = field(init=False, default=False, compare=False)  # the prompt has {caption}
 
     def __post_init__(self) -> None:
@@ -123,6 +124,10 @@ class PromptPreset:
             raise ValueError(f"{where}: slot {CAPTION_SLOT!r} is reserved for the product's caption and filled per "
                              "product; remove it from `slots` (the prompt's {caption} is filled without it)")
         object.__setattr__(self, "uses_caption", CAPTION_SLOT in used)
+        if self.caption_default is not None and (not isinstance(self.caption_default, str)
+                                                 or not self.caption_default.strip()):
+            raise ValueError(f"{where}: caption_default={self.caption_default!r} must be a non-empty string such as "
+                             "'a product', or left out (then a product without a caption is refused)")
         used.discard(CAPTION_SLOT)
         undeclared, unused = sorted(used - set(self.slots)), sorted(set(self.slots) - used)
         if undeclared:
@@ -154,7 +159,8 @@ class PromptPreset:
         """Fill the slots with values drawn by `random.Random(seed)` (same seed, same texts).
 
         `slot_values` fixes some slots explicitly (e.g. to reproduce an earlier image); `caption` fills
-        `{caption}` (required when the preset uses it; the draw of the other slots does not depend on it).
+        `{caption}` (else the preset's `caption_default`; one of them is required when the preset uses it;
+        the draw of the other slots does not depend on it).
         """
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {seed!r}")
@@ -171,6 +177,8 @@ class PromptPreset:
             values[name] = fixed.get(name, drawn)
         texts = dict(values)
         if self.uses_caption:
+            if not isinstance(caption, str) or not caption.strip():
+                caption = self.caption_default
             if not isinstance(caption, str) or not caption.strip():
                 raise ValueError(f"preset {self.name!r} writes the product's caption into its prompt ({{caption}}) "
                                  f"but the product has none (caption={caption!r}); give each product a caption "
@@ -275,6 +283,7 @@ def _from_ours(entries: list[tuple[Any, Any]], source: str) -> dict[str, PromptP
             slots=body.get("slots") or {},
             keep_loc=body.get("keep_loc", False),
             background_slots=body.get("background_slots") or (),
+            caption_default=body.get("caption_default"),
         )
     return presets
 

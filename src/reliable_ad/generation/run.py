@@ -40,7 +40,7 @@ from reliable_ad.training.resume import check_resume_config
 logger = logging.getLogger(__name__)
 
 # Fields of the config that change what an image is; a resumed run must not change them.
-_IDENTITY = ("model", "sampling", "product", "preset", "presets_file", "seed")
+_IDENTITY = ("model", "sampling", "product", "preset", "presets_file", "seed", "provenance")  # all images marked alike
 
 
 @dataclass
@@ -147,6 +147,9 @@ def load_tasks(inputs: list[ProductInput], cfg: GenerateConfig | None = None,
             chosen = get_preset(item.preset or preset, presets_file)
             if chosen.uses_caption:
                 chosen.render(0, caption=item.caption)  # a product its preset cannot name fails here, not mid-run
+                if not (item.caption or "").strip():
+                    logger.warning("product %s has no caption: its prompts say %r where preset %r names the product",
+                                   item.path, chosen.caption_default, chosen.name)
             product = load_product(item.path, white_threshold=white_threshold)
         except (ProductError, ValueError, OSError) as e:
             failures.append(Failure(str(e), os.path.abspath(item.path)))

@@ -29,6 +29,7 @@ from reliable_ad.generation.generator import AdGenerator, GenerationJob
 from reliable_ad.generation.inputs import InputProblem, ProductInput
 from reliable_ad.data.product import prepare_product
 from reliable_ad.generation.prompts import get_preset
+from reliable_ad.generation.provenance import ImageMarker
 from reliable_ad.generation.run import (
     ProductTask, image_record, load_tasks, record_failures, save_image, store_product,
 )
@@ -99,6 +100,7 @@ class _Worker:
         self._stored: dict[str, str] = {}
         self.model_info = {k: v for k, v in generator.info.items() if k != "native_size"}
         self.sampling = to_dict(generator.sampling)
+        self.marker = ImageMarker(cfg.generation.provenance)  # before any generation: a bad identity stops here
 
     def remember_slots(self, records: list[ManifestRecord]) -> None:
         """The slot values of attempts made before a resume (defect-aware retries step from them)."""
@@ -158,7 +160,8 @@ class _Worker:
             variation=attempt.variation, model=self.model_info, sampling=self.sampling, nsfw=result.nsfw,
             seconds=round(result.seconds, 4), inspect_seconds=round(getattr(result, "inspect_seconds", 0.0), 4),
             rfnet=self.rfnet_name, verdict=_verdict_record(verdict), accepted=accepted, process=self.rank)
-        save_image(self.out_dir, self.manifest, rec, result.image)
+        placed = self._prepared[(task.key, self.scale(task, attempt))]
+        save_image(self.out_dir, self.manifest, rec, result.image, marker=self.marker, product_alpha=placed.alpha)
         return rec
 
 
