@@ -16,10 +16,10 @@ from reliable_ad.core.labels import AVAILABLE_INDEX
 from reliable_ad.core.io import atomic_write_json, atomic_write_text
 from reliable_ad.training.accelerator import make_accelerator
 from reliable_ad.training.config import RuntimeConfig
+from reliable_ad.rfnet.io import TRAINING_FILE, resolve_folder
 
 logger = logging.getLogger(__name__)
 
-TRAINING_FILE = "training.json"  # in a trained model's folder: the data and split it was trained on
 
 
 def make_loader(dataset, batch_size: int, num_workers: int) -> torch.utils.data.DataLoader:
@@ -153,7 +153,6 @@ def evaluate_model(model: str, sources: list[Any], out: str | Path, *, split: st
 
 
 def _training_info(model: str | Path) -> dict[str, Any]:
-    from reliable_ad.rfnet.io import resolve_folder
     from reliable_ad.rfnet.presets import _config_source
 
     if _config_source(model) is not None:  # a preset or config file: never trained

@@ -27,7 +27,7 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 MODEL_TYPE = "rfnet"
 FORMAT_VERSION = 1
-TRAINING_FILE = "training.json"  # eval_loop.TRAINING_FILE: written beside a model `rfnet train` saved
+TRAINING_FILE = "training.json"  # beside a model `rfnet train` saved: the data and split it was trained on
 # rfnet eval's metrics.json key -> (Hub metric type, display name)
 CARD_METRICS = {"accuracy": ("accuracy", "accuracy"), "macro_f1": ("f1", "macro F1"),
                 "available.f1": ("f1", "Available F1"),
