@@ -79,6 +79,7 @@ class GeneratorTrainConfig:
     vae: str | None = None  # an AutoencoderKL folder to use as it is (no VAE stage)
     text_lr: float = 5e-4  # peak learning rate of the text encoder (0: frozen, as before)
     new_tokenizer: bool = False  # with init_from: a fresh word-level tokenizer and text encoder (build_components)
+    min_snr_gamma: float = 0.0  # > 0: min-SNR-gamma loss weighting (min_snr_weights); 0: plain MSE
 
     @classmethod
     def quick(cls) -> "GeneratorTrainConfig":
@@ -277,6 +278,15 @@ class EMA:
             p.copy_(s)
 
 
+def min_snr_weights(schedule, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma loss weights of epsilon-prediction per timestep, min(SNR, gamma) / SNR (Hang et
+    al., 2023): steps whose signal-to-noise ratio exceeds gamma (the low-noise ones) count less, so the
+    high-noise steps, where a scene's layout and wall colour are decided, weigh relatively more."""
+    alphas = schedule.alphas_cumprod.float()
+    snr = alphas / (1.0 - alphas)
+    return torch.clamp(snr, max=gamma) / snr
+
+
 def train_denoiser(parts: dict, data: SceneTensors, cfg: GeneratorTrainConfig, progress: bool = True) -> dict:
     """Stage 3: UNet + ControlNet predict the noise of noised scene latents given prompt and control."""
     from diffusers import DDPMScheduler
@@ -284,6 +294,7 @@ def train_denoiser(parts: dict, data: SceneTensors, cfg: GeneratorTrainConfig, p
 
     unet, controlnet = parts["unet"], parts["controlnet"]
     noise_schedule = DDPMScheduler.from_config(parts["scheduler"].config)
+    weights = min_snr_weights(noise_schedule, cfg.min_snr_gamma) if cfg.min_snr_gamma else None
     tokenizer, text_encoder = parts["tokenizer"], parts["text_encoder"]
     mean, std = encode_latents(parts["vae"], data.images)
     params = [*unet.parameters(), *controlnet.parameters()]
@@ -317,7 +328,8 @@ def train_denoiser(parts: dict, data: SceneTensors, cfg: GeneratorTrainConfig, p
         down, mid = controlnet(noisy, t, encoder_hidden_states=text, controlnet_cond=control, return_dict=False)
         pred = unet(noisy, t, encoder_hidden_states=text, down_block_additional_residuals=down,
                     mid_block_additional_residual=mid).sample
-        loss = F.mse_loss(pred, noise)
+        per_image = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
+        loss = (per_image * weights[t]).mean() if weights is not None else per_image.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params + text_params, 1.0)
@@ -477,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
                    f"(default {defaults.text_lr})")
     p.add_argument("--new-tokenizer", action="store_true", help="with --init-from: keep its UNet and ControlNet "
                    "but start a fresh text encoder with the word-level tokenizer of build_components")
+    p.add_argument("--min-snr-gamma", type=float, help="weight the loss by min(SNR, gamma)/SNR (e.g. 5; default 0: "
+                   "plain MSE)")
     p.add_argument("--vae", metavar="DIR", help="use this AutoencoderKL folder as it is (no VAE stage), e.g. one "
                    "experiments.synthad.vae_study trained")
     p.add_argument("--init-from", metavar="DIR", help="continue training a saved generator (with --vae-steps 0 "
@@ -487,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = GeneratorTrainConfig.quick() if args.quick else GeneratorTrainConfig()
     for name in ("scenes", "steps", "vae_steps", "batch_size", "seed", "threads", "eval_products", "init_from", "lr",
-                 "text_lr", "vae", "new_tokenizer"):
+                 "text_lr", "vae", "new_tokenizer", "min_snr_gamma"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     report = train_generator(args.out, cfg, progress=not args.no_progress)
