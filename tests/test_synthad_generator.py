@@ -142,3 +142,18 @@ def test_cli_generates_and_labels_with_the_oracle_and_resumes(tmp_path, monkeypa
     assert main(args) == 0
     assert before == {p.name: p.read_bytes() for p in (out / "images").iterdir()}
     assert main([*args[:-2], "--steps", "0"]) == 2
+
+
+def test_min_snr_weights_count_low_noise_steps_less():
+    """--min-snr-gamma: weight min(SNR, gamma)/SNR per timestep: 1 where the noise dominates (SNR <=
+    gamma), gamma/SNR below, so the high-noise steps (layout, wall colour) weigh relatively more."""
+    from diffusers import DDPMScheduler
+
+    schedule = DDPMScheduler(num_train_timesteps=1000, beta_schedule="scaled_linear", beta_start=0.00085,
+                             beta_end=0.012)
+    w = tg.min_snr_weights(schedule, 5.0)
+    snr = schedule.alphas_cumprod / (1 - schedule.alphas_cumprod)
+    assert w.shape == (1000,) and torch.all((w > 0) & (w <= 1))
+    assert torch.allclose(w[snr <= 5], torch.ones(int((snr <= 5).sum())))
+    assert torch.allclose(w[snr > 5], 5 / snr[snr > 5].float())
+    assert w[0] < 0.01 and w[-1] == 1.0  # the cleanest step counts least, the noisiest fully
