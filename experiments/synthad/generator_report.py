@@ -30,31 +30,22 @@ FRESH_SEED = 10_000
 
 
 def measure(model: str, products: int = 200, *, batch_size: int = 16, progress: bool = True) -> dict:
-    from tqdm.auto import tqdm
-
     from experiments.studies.common import wall_color_of_background
+    from experiments.synthad.train_generator import PROMPT_PRESET, SIZE, evaluate_generator
     from reliable_ad.data.product import prepare_product
-    from reliable_ad.generation.config import ModelConfig, SamplingConfig
-    from reliable_ad.generation.generator import AdGenerator, GenerationJob
     from reliable_ad.generation.prompts import get_preset
     from reliable_ad.synthad.dataset import stream_product
     from reliable_ad.synthad.oracle import OracleInspector
     from reliable_ad.synthad.world import REFERENCES, SUPPORT_OF_SIZE_CLASS
-    from experiments.synthad.train_generator import PROMPT_PRESET, SIZE
 
     root = generator_folder(model)
-    gen = AdGenerator.from_config(ModelConfig(model=str(root / "base"), controlnet=str(root / "controlnet"),
-                                              safety_checker=False),
-                                  SamplingConfig(size=SIZE, batch_size=batch_size))
+    # the images `train_generator` judges after training (same products, prompts and seeds), re-read here
+    images = evaluate_generator(root / "base", root / "controlnet", products=products, seed=FRESH_SEED,
+                                batch_size=batch_size, progress=progress)["images"]
     preset = get_preset(PROMPT_PRESET)
     items = [stream_product(FRESH_SEED, p) for p in range(products)]
     rendered = [preset.render(FRESH_SEED + p, caption=item.caption) for p, item in enumerate(items)]
     prepared = [prepare_product(item.to_product(), SIZE, preset.image_scale) for item in items]
-    jobs = [GenerationJob(prep, r.prompt, r.negative_prompt, FRESH_SEED + p)
-            for p, (prep, r) in enumerate(zip(prepared, rendered))]
-    images = []
-    for start in tqdm(range(0, len(jobs), batch_size), desc="generate", disable=not progress, file=sys.stderr):
-        images += [r.image for r in gen.generate(jobs[start:start + batch_size])]
     oracle = OracleInspector()
     walls = refs_seen = refs_right = available = 0
     labels: Counter = Counter()
