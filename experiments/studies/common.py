@@ -11,6 +11,7 @@ defined, e.g. AP on a test set without an Available image), figures as PNG paths
     prompt = synthad_prompt(7, items[0].caption)
     images = generate(ctx, items, [prompt] * 4, seeds=[image_seed(ctx, it.key, 0) for it in items])
     verdicts = judge_oracle(items, images)
+    judged = judge_oracle_decisive(items, images, keys=[f"{it.key}/0" for it in items])  # abstains on edge cases
 """
 
 from __future__ import annotations
@@ -153,6 +154,22 @@ def judge_oracle(items: Sequence[ProductItem], images: Sequence[np.ndarray], *, 
     generated images of ``items``; the product's placement is the known one (``prepare``)."""
     scale = prompt_preset().image_scale if image_scale is None else float(image_scale)
     return label_generated(items, images, image_scale=scale, size=size, oracle=oracle())
+
+
+def judge_oracle_decisive(items: Sequence[ProductItem], images: Sequence[np.ndarray], keys: Sequence[str], *,
+                          image_scale: float | None = None) -> list:
+    """The abstaining oracle (experiments/synthad/decisive.py) on generated images of ``items``: one
+    DecisiveVerdict (.label, .available, .decisive, .verdict) per image. ``keys`` name the images (e.g.
+    ``f"{item.key}/{seed}"``): they seed the oracle's re-readings, so give each image its own. Studies
+    count rates over the decisive images and report the abstained share beside them
+    (``decisive.decisive_summary``)."""
+    from experiments.synthad.decisive import judge_decisive
+
+    if not (len(items) == len(images) == len(keys)):
+        raise ValueError(f"got {len(items)} items, {len(images)} images and {len(keys)} keys; pass one of each per image")
+    scale = prompt_preset().image_scale if image_scale is None else float(image_scale)
+    return [judge_decisive(oracle(), image, prepared(item, image.shape[0], scale).alpha, item.caption, key)
+            for item, image, key in zip(items, images, keys)]
 
 
 @functools.lru_cache(maxsize=2)
