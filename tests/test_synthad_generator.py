@@ -157,3 +157,28 @@ def test_min_snr_weights_count_low_noise_steps_less():
     assert torch.allclose(w[snr <= 5], torch.ones(int((snr <= 5).sum())))
     assert torch.allclose(w[snr > 5], 5 / snr[snr > 5].float())
     assert w[0] < 0.01 and w[-1] == 1.0  # the cleanest step counts least, the noisiest fully
+
+
+def test_v_prediction_trains_on_a_zero_terminal_snr_schedule_the_pipeline_samples_with(tmp_path):
+    """--prediction v: the saved scheduler says v_prediction, zero terminal SNR and trailing timesteps,
+    so nothing of the image is left at t = T (the seed cannot carry a wall's colour) and the pipeline
+    samples as the model was trained; min-SNR weighting (an epsilon weighting) is refused with it."""
+    from diffusers import DDPMScheduler
+
+    cfg = tg.GeneratorTrainConfig.quick()
+    cfg.prediction = "v"
+    tg.train_generator(tmp_path, cfg, progress=False)
+    pipe, _ = load_pipeline(ModelConfig(model=str(tmp_path / "base"), controlnet=str(tmp_path / "controlnet"),
+                                        safety_checker=False))
+    config = pipe.scheduler.config
+    assert (config.prediction_type, config.rescale_betas_zero_snr, config.timestep_spacing) == \
+        ("v_prediction", True, "trailing")
+    assert DDPMScheduler.from_config(config).alphas_cumprod[-1] < 1e-6  # SD1.5's keeps 0.0047
+    refused = tg.GeneratorTrainConfig.quick()
+    refused.prediction, refused.min_snr_gamma = "v", 5.0
+    with pytest.raises(ValueError, match="min_snr_gamma=5.0 is for epsilon-prediction"):
+        tg.train_generator(tmp_path / "refused", refused, progress=False)
+    typo = tg.GeneratorTrainConfig.quick()
+    typo.prediction = "x0"
+    with pytest.raises(ValueError, match="prediction='x0'"):
+        tg.train_generator(tmp_path / "typo", typo, progress=False)

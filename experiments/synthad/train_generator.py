@@ -80,6 +80,7 @@ class GeneratorTrainConfig:
     text_lr: float = 5e-4  # peak learning rate of the text encoder (0: frozen, as before)
     new_tokenizer: bool = False  # with init_from: a fresh word-level tokenizer and text encoder (build_components)
     min_snr_gamma: float = 0.0  # > 0: min-SNR-gamma loss weighting (min_snr_weights); 0: plain MSE
+    prediction: str = "epsilon"  # "epsilon" (SD1.5) or "v": v-prediction on a zero-terminal-SNR schedule (use_v_prediction)
 
     @classmethod
     def quick(cls) -> "GeneratorTrainConfig":
@@ -287,13 +288,37 @@ def min_snr_weights(schedule, gamma: float) -> torch.Tensor:
     return torch.clamp(snr, max=gamma) / snr
 
 
+PREDICTIONS = ("epsilon", "v")
+
+
+def use_v_prediction(parts: dict) -> None:
+    """Switch the generator to v-prediction on a zero-terminal-SNR schedule with trailing timesteps (Lin
+    et al., 2024, "Common diffusion noise schedules and sample steps are flawed"), in place.
+
+    SD1.5's schedule keeps sqrt(alpha_bar) = 0.068 of the image at its last training step, so a wall's
+    flat colour can be read from the noisy latent itself: the model learns to take it from there, and at
+    inference, where the latent is pure noise, the seed rather than the prompt picks the wall's colour.
+    With zero terminal SNR nothing of the image is left at t = T and the colour has to come from the text;
+    epsilon-prediction is undefined there, hence v. The scheduler's config carries all three settings,
+    so the pipeline samples as the model was trained."""
+    from diffusers import DDIMScheduler
+
+    parts["scheduler"] = DDIMScheduler.from_config(parts["scheduler"].config, prediction_type="v_prediction",
+                                                   rescale_betas_zero_snr=True, timestep_spacing="trailing")
+
+
 def train_denoiser(parts: dict, data: SceneTensors, cfg: GeneratorTrainConfig, progress: bool = True) -> dict:
-    """Stage 3: UNet + ControlNet predict the noise of noised scene latents given prompt and control."""
+    """Stage 3: UNet + ControlNet predict the noise (or v, as the scheduler's `prediction_type` says) of
+    noised scene latents given prompt and control."""
     from diffusers import DDPMScheduler
     from tqdm.auto import tqdm
 
     unet, controlnet = parts["unet"], parts["controlnet"]
     noise_schedule = DDPMScheduler.from_config(parts["scheduler"].config)
+    v_prediction = noise_schedule.config.prediction_type == "v_prediction"
+    if v_prediction and cfg.min_snr_gamma:
+        raise ValueError(f"min_snr_gamma={cfg.min_snr_gamma} is for epsilon-prediction; with prediction='v' "
+                         "leave it at 0 (the v loss already weighs the high-noise steps)")
     weights = min_snr_weights(noise_schedule, cfg.min_snr_gamma) if cfg.min_snr_gamma else None
     tokenizer, text_encoder = parts["tokenizer"], parts["text_encoder"]
     mean, std = encode_latents(parts["vae"], data.images)
@@ -328,7 +353,8 @@ def train_denoiser(parts: dict, data: SceneTensors, cfg: GeneratorTrainConfig, p
         down, mid = controlnet(noisy, t, encoder_hidden_states=text, controlnet_cond=control, return_dict=False)
         pred = unet(noisy, t, encoder_hidden_states=text, down_block_additional_residuals=down,
                     mid_block_additional_residual=mid).sample
-        per_image = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
+        target = noise_schedule.get_velocity(latents, noise, t) if v_prediction else noise
+        per_image = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
         loss = (per_image * weights[t]).mean() if weights is not None else per_image.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -435,6 +461,10 @@ def train_generator(out: str | Path, cfg: GeneratorTrainConfig | None = None, *,
         from diffusers import AutoencoderKL
 
         parts["vae"] = AutoencoderKL.from_pretrained(cfg.vae, torch_dtype=torch.float32)
+    if cfg.prediction not in PREDICTIONS:
+        raise ValueError(f"prediction={cfg.prediction!r}: choose one of {PREDICTIONS}")
+    if cfg.prediction == "v":
+        use_v_prediction(parts)
     t0 = time.perf_counter()
     vae_stats = {"from": cfg.vae} if cfg.vae else \
         train_vae(parts["vae"], data, cfg, progress) if cfg.vae_steps else {"skipped": True}
@@ -491,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
                    "but start a fresh text encoder with the word-level tokenizer of build_components")
     p.add_argument("--min-snr-gamma", type=float, help="weight the loss by min(SNR, gamma)/SNR (e.g. 5; default 0: "
                    "plain MSE)")
+    p.add_argument("--prediction", choices=PREDICTIONS, help="epsilon (SD1.5's, the default) or v: v-prediction on a "
+                   "zero-terminal-SNR schedule, so the prompt rather than the seed sets flat colours (use_v_prediction)")
     p.add_argument("--vae", metavar="DIR", help="use this AutoencoderKL folder as it is (no VAE stage), e.g. one "
                    "experiments.synthad.vae_study trained")
     p.add_argument("--init-from", metavar="DIR", help="continue training a saved generator (with --vae-steps 0 "
@@ -501,7 +533,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cfg = GeneratorTrainConfig.quick() if args.quick else GeneratorTrainConfig()
     for name in ("scenes", "steps", "vae_steps", "batch_size", "seed", "threads", "eval_products", "init_from", "lr",
-                 "text_lr", "vae", "new_tokenizer", "min_snr_gamma"):
+                 "text_lr", "vae", "new_tokenizer", "min_snr_gamma", "prediction"):
         if getattr(args, name) is not None:
             setattr(cfg, name, getattr(args, name))
     report = train_generator(args.out, cfg, progress=not args.no_progress)
