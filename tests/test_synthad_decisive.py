@@ -1,4 +1,4 @@
-"""The abstaining oracle (experiments/synthad/decisive.py): a verdict is decisive when its
+"""The abstaining oracle (reliable_ad.synthad.decisive): a verdict is decisive when its
 Available-vs-not decision survives the judge's own re-readings; studies count rates over decisive
 images and report the abstained share."""
 
@@ -7,7 +7,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from experiments.synthad import decisive, gates
+from experiments.synthad import gates
+from reliable_ad.synthad import decisive
 from reliable_ad.synthad.oracle import OracleInspector
 
 

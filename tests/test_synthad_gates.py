@@ -2,7 +2,7 @@
 the instrument end to end at a small size (8 scenes per class, 48 generated images of the shipped
 generator; about 20 s on 2 cores), its controls (it can pass), and the two gates as tests of what is
 true today, both at their full size. Gate 1 holds since issue #13's world change; gate 2 holds for the
-abstaining oracle (experiments/synthad/decisive.py) the studies judge with."""
+abstaining oracle (reliable_ad.synthad.decisive) the studies judge with."""
 
 from __future__ import annotations
 

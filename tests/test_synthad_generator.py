@@ -4,6 +4,7 @@ defaults that come with the preset (prompt preset, image scale, RFNet)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,9 +131,11 @@ def test_cli_generates_and_labels_with_the_oracle_and_resumes(tmp_path, monkeypa
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert len(records) == 4 and {r["label"] for r in records} <= set(CLASS_NAMES)
     assert list(records[0]) == ["image", "product_id", "caption", "prompt", "slots", "seed", "label", "p_available",
-                                "reasons"]
+                                "reasons", "decisive", "checks_agreeing"]
     samples, problems = read_rf1m(out)
-    assert not problems and len(samples) == 4 and all(s.caption for s in samples)
+    decisive = [r["image"] for r in records if r["decisive"]]
+    assert not problems and sorted(Path(s.image).relative_to(out).as_posix() for s in samples) == sorted(decisive)
+    assert all(s.caption for s in samples)
     before = {p.name: p.read_bytes() for p in (out / "images").iterdir()}
 
     def no_generator(*a, **k):
@@ -142,6 +145,33 @@ def test_cli_generates_and_labels_with_the_oracle_and_resumes(tmp_path, monkeypa
     assert main(args) == 0
     assert before == {p.name: p.read_bytes() for p in (out / "images").iterdir()}
     assert main([*args[:-2], "--steps", "0"]) == 2
+
+
+def test_labelled_sets_leave_out_the_images_the_oracle_abstains_on(tmp_path):
+    """write_labelled_set with the real oracle on images it must abstain on (the product over a scene
+    painted with noise of sigma 40 in which every re-reading differs) and one it judges decisively (a
+    clean render): the abstained ones stay in records.jsonl, not in labels.txt; abstain=False keeps all."""
+    from reliable_ad.synthad.dataset import generate_scenes
+    from reliable_ad.synthad.generated import ProductItem, write_labelled_set
+
+    scenes = list(generate_scenes(6, seed=4, image_scale=0.35, class_shares={"Available": 1.0}))
+    items = [ProductItem(f"p{i}", s.product) for i, s in enumerate(scenes)]
+    rng = np.random.default_rng(0)
+    noisy = [np.clip(s.scene.image + rng.normal(0, 40, s.scene.image.shape), 0, 255).astype(np.uint8)
+             for s in scenes]
+
+    def make_images(part):  # the first product's image clean, the others noisy
+        return [(scenes[int(item.key[1:])].scene.image if item.key == "p0" else noisy[int(item.key[1:])], {})
+                for item, _ in part]
+
+    summary = write_labelled_set(tmp_path / "a", items, 1, make_images, image_scale=0.35)
+    records = [json.loads(line) for line in (tmp_path / "a" / "records.jsonl").read_text().splitlines()]
+    labelled = (tmp_path / "a" / "labels.txt").read_text().splitlines()
+    assert records[0]["decisive"] and records[0]["label"] == "Available"
+    assert summary["abstained"] == sum(not r["decisive"] for r in records) >= 1
+    assert len(labelled) == len(records) - summary["abstained"] == sum(summary["per_class"].values())
+    everything = write_labelled_set(tmp_path / "b", items, 1, make_images, image_scale=0.35, abstain=False)
+    assert everything["abstained"] == 0 and len((tmp_path / "b" / "labels.txt").read_text().splitlines()) == 6
 
 
 def test_min_snr_weights_count_low_noise_steps_less():

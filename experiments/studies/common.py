@@ -158,12 +158,12 @@ def judge_oracle(items: Sequence[ProductItem], images: Sequence[np.ndarray], *, 
 
 def judge_oracle_decisive(items: Sequence[ProductItem], images: Sequence[np.ndarray], keys: Sequence[str], *,
                           image_scale: float | None = None) -> list:
-    """The abstaining oracle (experiments/synthad/decisive.py) on generated images of ``items``: one
+    """The abstaining oracle (reliable_ad.synthad.decisive) on generated images of ``items``: one
     DecisiveVerdict (.label, .available, .decisive, .verdict) per image. ``keys`` name the images (e.g.
     ``f"{item.key}/{seed}"``): they seed the oracle's re-readings, so give each image its own. Studies
     count rates over the decisive images and report the abstained share beside them
     (``decisive.decisive_summary``)."""
-    from experiments.synthad.decisive import judge_decisive
+    from reliable_ad.synthad.decisive import judge_decisive
 
     if not (len(items) == len(images) == len(keys)):
         raise ValueError(f"got {len(items)} items, {len(images)} images and {len(keys)} keys; pass one of each per image")

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments.synthad.decisive import CHECKS, PERTURBATIONS, Perturbation, judge_decisive
+from reliable_ad.synthad.decisive import CHECKS, PERTURBATIONS, Perturbation, judge_decisive
 from reliable_ad.core.labels import AVAILABLE_INDEX, CLASS_NAMES
 from reliable_ad.synthad.generated import sub_seed
 

@@ -50,6 +50,9 @@ def add_parser(sub) -> None:
     g.add_argument("--seed", type=int, default=12345, help="products, prompts and noise follow from it (default 12345)")
     g.add_argument("--model", default="synthad", help="generator preset or folder with base/ and controlnet/")
     g.add_argument("--steps", type=int, default=25, help="denoising steps (default 25)")
+    g.add_argument("--keep-abstained", action="store_true",
+                   help="label every image; by default images on which the oracle abstains (its decision changes "
+                        "under an imperceptible re-reading) stay in records.jsonl but not in labels.txt")
     g.set_defaults(func=write_generated)
 
 
@@ -96,8 +99,10 @@ def write_generated(args: argparse.Namespace) -> int:
         return 2
     model, steps = args.model, args.steps
     summary = generate_labelled_set(Path(args.out), args.products, args.per_product, seed=args.seed,
-                                    generator=lambda: load_generator(model, steps=steps))
-    print(f"{summary['images']} images of {summary['products']} products -> {args.out} ({summary['per_class']})")
+                                    generator=lambda: load_generator(model, steps=steps),
+                                    abstain=not args.keep_abstained)
+    print(f"{summary['images']} images of {summary['products']} products -> {args.out}; labelled "
+          f"{summary['per_class']}, the oracle abstained on {summary['abstained']}")
     return 0
 
 
@@ -128,12 +133,13 @@ def load_generator(model: str, *, device: str = "cpu", steps: int = 25, batch_si
 
 
 def generate_labelled_set(root: Path, products: int, per_product: int, *, seed: int, generator,
-                          chunk: int = 32) -> dict:
+                          chunk: int = 32, abstain: bool = True) -> dict:
     """``products`` fresh SynthAd products x ``per_product`` images, generated with ``generator`` (an
     AdGenerator, or a function that makes one, called only when images are missing) from the
     ``synthad`` prompt preset, and labelled by the oracle into ``root`` (RF1M layout, resumable;
-    `synthad.generated.write_labelled_set`). Products, prompts and noise seeds follow from ``seed``;
-    returns {"images", "products", "per_class"}."""
+    `synthad.generated.write_labelled_set`, which leaves the images the oracle abstains on out of
+    labels.txt unless ``abstain`` is False). Products, prompts and noise seeds follow from ``seed``;
+    returns {"images", "products", "per_class", "abstained"}."""
     from reliable_ad.generation.generator import GenerationJob
     from reliable_ad.generation.prompts import get_preset
     from reliable_ad.generation.seeds import derive_seed
@@ -157,4 +163,5 @@ def generate_labelled_set(root: Path, products: int, per_product: int, *, seed: 
         return [(image, {"prompt": p.prompt, "slots": p.slot_values, "seed": s})
                 for image, p, s in zip(images, prompts, seeds)]
 
-    return write_labelled_set(root, items, per_product, make_images, image_scale=preset.image_scale, chunk=chunk)
+    return write_labelled_set(root, items, per_product, make_images, image_scale=preset.image_scale, chunk=chunk,
+                              abstain=abstain)

@@ -15,7 +15,6 @@ experiments/ with theirs) and this module keys the products, knows where generat
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,8 +26,10 @@ import numpy as np
 from reliable_ad.core.io import append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
 from reliable_ad.core.labels import CLASS_NAMES
 from reliable_ad.synthad.dataset import _png
+from reliable_ad.synthad.decisive import judge_decisive
 from reliable_ad.synthad.oracle import OracleInspector
 from reliable_ad.synthad.products import SynthProduct, sample_product, write_product_png
+from reliable_ad.synthad.seeds import sub_seed  # noqa: F401 - re-exported: the studies' seeds come from here
 
 logger = logging.getLogger(__name__)
 
@@ -59,12 +60,6 @@ def make_products(n: int, seed: int, *, prefix: str = "p") -> list[ProductItem]:
         raise ValueError(f"n={n!r} must be an int >= 0")
     return [ProductItem(f"{prefix}{seed}-{i:05d}", sample_product(np.random.default_rng([seed, i, 0x5A])))
             for i in range(n)]
-
-
-def sub_seed(*keys: int | str) -> int:
-    """A 63-bit seed from any tuple of ints and strings (so each study, product and attempt differs)."""
-    digest = hashlib.sha256("/".join(str(k) for k in keys).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
 
 
 @functools.lru_cache(maxsize=256)
@@ -102,10 +97,15 @@ MakeImages = Callable[[list[tuple[ProductItem, int]]], Sequence[tuple[np.ndarray
 
 
 def write_labelled_set(root: str | Path, items: Sequence[ProductItem], per_product: int, make_images: MakeImages,
-                       *, image_scale: float, chunk: int = 32) -> dict[str, Any]:
+                       *, image_scale: float, chunk: int = 32, abstain: bool = True) -> dict[str, Any]:
     """Generate ``per_product`` images of each of ``items`` into ``root`` (RF1M layout: images/,
     products/, captions.json, labels.txt) and label them with the oracle; returns
-    {"images", "products", "per_class"}.
+    {"images", "products", "per_class", "abstained"}.
+
+    With ``abstain`` (the default) the oracle abstains on knife-edge images (`synthad.decisive`: its
+    decision changes under an imperceptible re-reading): they are kept in images/ and records.jsonl
+    ("decisive": false) but left out of labels.txt, so a reader trains and tests only on labels the
+    oracle gives with confidence. ``abstain=False`` labels every image.
 
     ``make_images(part)`` gets up to ``chunk`` (item, k) pairs and returns one (image (S, S, 3) uint8,
     fields) per pair; the fields (what made the image: prompt, seed, ...) are recorded in records.jsonl
@@ -129,17 +129,21 @@ def write_labelled_set(root: str | Path, items: Sequence[ProductItem], per_produ
         made = list(make_images(part))
         if len(made) != len(part):
             raise ValueError(f"make_images returned {len(made)} images for {len(part)} (item, k) pairs")
-        images = [image for image, _ in made]
-        verdicts = label_generated([it for it, _ in part], images, image_scale=image_scale)
-        for (item, k), (image, fields), verdict in zip(part, made, verdicts):
+        for (item, k), (image, fields) in zip(part, made):
             name = f"images/{item.key}_{k}.png"
+            judged = judge_decisive(shared_oracle(), image, prepared(item, image.shape[0], image_scale).alpha,
+                                    item.caption, key=name)
+            verdict = judged.verdict
             atomic_write_bytes(root / name, _png(image))
             append_jsonl(root / RECORDS_FILE, {
                 "image": name, "product_id": item.key, "caption": item.caption, **fields, "label": verdict.label,
-                "p_available": round(verdict.p_available, 6), "reasons": list(verdict.reasons)})
+                "p_available": round(verdict.p_available, 6), "reasons": list(verdict.reasons),
+                "decisive": judged.decisive, "checks_agreeing": f"{judged.agreeing}/{judged.checks}"})
         logger.info("synthad: %d/%d generated images labelled", min(start + chunk, len(todo)), len(todo))
     records = read_jsonl(root / RECORDS_FILE)
+    labelled = [r for r in records if not abstain or r.get("decisive", True)]
     atomic_write_json(root / "captions.json", {it.key: it.caption for it in items})
-    atomic_write_text(root / "labels.txt", "".join(f"{r['image']}\t{r['label']}\n" for r in records))
-    counts = {name: sum(r["label"] == name for r in records) for name in CLASS_NAMES}
-    return {"images": len(records), "products": len(items), "per_class": counts}
+    atomic_write_text(root / "labels.txt", "".join(f"{r['image']}\t{r['label']}\n" for r in labelled))
+    counts = {name: sum(r["label"] == name for r in labelled) for name in CLASS_NAMES}
+    return {"images": len(records), "products": len(items), "per_class": counts,
+            "abstained": len(records) - len(labelled)}
