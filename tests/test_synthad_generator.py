@@ -212,3 +212,19 @@ def test_v_prediction_trains_on_a_zero_terminal_snr_schedule_the_pipeline_sample
     typo.prediction = "x0"
     with pytest.raises(ValueError, match="prediction='x0'"):
         tg.train_generator(tmp_path / "typo", typo, progress=False)
+
+
+def test_generator_report_measures_the_packaged_generator():
+    """experiments/synthad/generator_report.py on 4 fresh products: its three measures are proportions of
+    its own per-image rows, and Available is also given over the abstaining oracle's decisive images."""
+    from experiments.synthad.generator_report import measure
+
+    r = measure("synthad", 4, progress=False)
+    rows = r["images"]
+    assert len(rows) == 4 and r["products"] == 4
+    assert r["available_first_attempt"]["k"] == sum(row["label"] == "Available" for row in rows)
+    decisive = [row for row in rows if row["decisive"]]
+    assert r["abstained"]["k"] == 4 - len(decisive) and r["available_first_attempt_decisive"]["n"] == len(decisive)
+    assert r["available_first_attempt_decisive"]["k"] == sum(row["label"] == "Available" for row in decisive)
+    assert r["references_right_support"]["n"] == sum(bool(row["references"]) for row in rows)
+    assert r["wall_color_followed"]["n"] == 4

@@ -13,7 +13,9 @@ measures, each a proportion with its Wilson 95% interval:
 - references of the right support class: of the images in which the oracle finds scale references,
   those whose references all stand on the support the product's size class implies (a lipstick's
   mug on a table, a sofa's door on the floor): the caption names the size class;
-- Available at the first attempt, by the oracle (valid on generated images while gate 1 holds).
+- Available at the first attempt, by the oracle (valid on generated images while gate 1 holds), over
+  all images and over the images the abstaining oracle judges decisively (`reliable_ad.synthad.decisive`,
+  the studies' judge), with the share it abstained on.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def measure(model: str, products: int = 200, *, batch_size: int = 16, progress: 
     from reliable_ad.data.product import prepare_product
     from reliable_ad.generation.prompts import get_preset
     from reliable_ad.synthad.dataset import stream_product
+    from reliable_ad.synthad.decisive import judge_decisive
     from reliable_ad.synthad.oracle import OracleInspector
     from reliable_ad.synthad.world import REFERENCES, SUPPORT_OF_SIZE_CLASS
 
@@ -47,11 +50,14 @@ def measure(model: str, products: int = 200, *, batch_size: int = 16, progress: 
     rendered = [preset.render(FRESH_SEED + p, caption=item.caption) for p, item in enumerate(items)]
     prepared = [prepare_product(item.to_product(), SIZE, preset.image_scale) for item in items]
     oracle = OracleInspector()
-    walls = refs_seen = refs_right = available = 0
+    walls = refs_seen = refs_right = available = decisive = decisive_available = 0
     labels: Counter = Counter()
     rows = []
     for p, (item, prep, r, image) in enumerate(zip(items, prepared, rendered, images)):
-        verdict = oracle.judge(image, prep.alpha, item.caption)
+        judged = judge_decisive(oracle, image, prep.alpha, item.caption, key=f"generator-report/{p}")
+        verdict = judged.verdict
+        decisive += judged.decisive
+        decisive_available += judged.decisive and judged.available
         wall = wall_color_of_background(image, prep.alpha)
         want = SUPPORT_OF_SIZE_CLASS[item.size_class]
         found = [name for name, _ in verdict.measurements.references]
@@ -62,12 +68,14 @@ def measure(model: str, products: int = 200, *, batch_size: int = 16, progress: 
         available += verdict.label == "Available"
         labels[verdict.label] += 1
         rows.append({"product": p, "caption": item.caption, "prompt": r.prompt, "wall": wall,
-                     "references": found, "support": want, "label": verdict.label})
+                     "references": found, "support": want, "label": verdict.label, "decisive": judged.decisive})
     return {"model": model, "products": products, "seed": FRESH_SEED,
             "wall_color_followed": proportion(walls, products),
             "references_found": proportion(refs_seen, products),
             "references_right_support": proportion(refs_right, refs_seen),
             "available_first_attempt": proportion(available, products),
+            "available_first_attempt_decisive": proportion(decisive_available, decisive),
+            "abstained": proportion(products - decisive, products),
             "labels": dict(labels), "images": rows}
 
 
