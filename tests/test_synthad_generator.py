@@ -173,6 +173,18 @@ def test_labelled_sets_leave_out_the_images_the_oracle_abstains_on(tmp_path):
     everything = write_labelled_set(tmp_path / "b", items, 1, make_images, image_scale=0.35, abstain=False)
     assert everything["abstained"] == 0 and len((tmp_path / "b" / "labels.txt").read_text().splitlines()) == 6
 
+    # a folder written before the oracle could abstain is judged again from its saved images on resume
+    path = tmp_path / "a" / "records.jsonl"
+    path.write_text("".join(json.dumps({k: v for k, v in r.items() if k not in ("decisive", "checks_agreeing")}) + "\n"
+                            for r in records))
+
+    def no_images(part):
+        raise AssertionError("every image is recorded; nothing is generated again")
+
+    again = write_labelled_set(tmp_path / "a", items, 1, no_images, image_scale=0.35)
+    assert again == summary and [json.loads(line) for line in path.read_text().splitlines()] == records
+    assert (tmp_path / "a" / "labels.txt").read_text().splitlines() == labelled
+
 
 def test_min_snr_weights_count_low_noise_steps_less():
     """--min-snr-gamma: weight min(SNR, gamma)/SNR per timestep: 1 where the noise dominates (SNR <=

@@ -15,6 +15,7 @@ experiments/ with theirs) and this module keys the products, knows where generat
 from __future__ import annotations
 
 import functools
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from reliable_ad.core.io import append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, read_jsonl
+from reliable_ad.core.io import (append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_lines,
+                                 atomic_write_text, read_jsonl)
 from reliable_ad.core.labels import CLASS_NAMES
 from reliable_ad.synthad.dataset import _png
 from reliable_ad.synthad.decisive import judge_decisive
@@ -93,6 +95,28 @@ def label_generated(items: Sequence[ProductItem], images: Sequence[np.ndarray], 
                                                [it.caption for it in items], masks=masks)
 
 
+def _judge_older_records(root: Path, records: list[dict], items: dict[str, ProductItem], image_scale: float) -> list[dict]:
+    """Records written before the oracle could abstain get their re-readings now (from their saved
+    image), and records.jsonl is rewritten with them: a resumed older folder is upgraded in place."""
+    from PIL import Image
+
+    older = [r for r in records if "decisive" not in r]
+    if not older:
+        return records
+    for r in older:
+        item = items.get(r["product_id"])
+        if item is None:
+            raise ValueError(f"{root / RECORDS_FILE}: {r['image']} is of product {r['product_id']!r}, not one of this "
+                             "run's products; resume the folder with the --products, --seed it was made with")
+        image = np.asarray(Image.open(root / r["image"]).convert("RGB"))
+        judged = judge_decisive(shared_oracle(), image, prepared(item, image.shape[0], image_scale).alpha,
+                                item.caption, key=r["image"])
+        r.update(label=judged.label, decisive=judged.decisive, checks_agreeing=f"{judged.agreeing}/{judged.checks}")
+    logger.info("synthad: %d older records judged again by the abstaining oracle", len(older))
+    atomic_write_lines(root / RECORDS_FILE, (json.dumps(r) + "\n" for r in records))
+    return records
+
+
 MakeImages = Callable[[list[tuple[ProductItem, int]]], Sequence[tuple[np.ndarray, dict[str, Any]]]]
 
 
@@ -140,8 +164,8 @@ def write_labelled_set(root: str | Path, items: Sequence[ProductItem], per_produ
                 "p_available": round(verdict.p_available, 6), "reasons": list(verdict.reasons),
                 "decisive": judged.decisive, "checks_agreeing": f"{judged.agreeing}/{judged.checks}"})
         logger.info("synthad: %d/%d generated images labelled", min(start + chunk, len(todo)), len(todo))
-    records = read_jsonl(root / RECORDS_FILE)
-    labelled = [r for r in records if not abstain or r.get("decisive", True)]
+    records = _judge_older_records(root, read_jsonl(root / RECORDS_FILE), {it.key: it for it in items}, image_scale)
+    labelled = [r for r in records if not abstain or r["decisive"]]
     atomic_write_json(root / "captions.json", {it.key: it.caption for it in items})
     atomic_write_text(root / "labels.txt", "".join(f"{r['image']}\t{r['label']}\n" for r in labelled))
     counts = {name: sum(r["label"] == name for r in labelled) for name in CLASS_NAMES}
