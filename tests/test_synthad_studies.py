@@ -1,5 +1,5 @@
-"""The SynthAd Recurrent Generation and RFFT studies: their statistics on hand-made records, and their
-quick paths end to end on the tiny generator and the tiny RFNet (2 denoising steps, to stay fast)."""
+"""The SynthAd Recurrent Generation study (RFFT: test_rfft_study.py): its statistics on hand-made records, and its
+quick path end to end on the tiny generator and the tiny RFNet (2 denoising steps, to stay fast)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from experiments.studies import recurrent_study, rfft_study
+from experiments.studies import recurrent_study, report
 from experiments.studies.common import ExperimentContext
 
 
@@ -35,22 +35,12 @@ def test_k_curves_and_cost_follow_the_shipping_rule():
     assert c["shipped"] == [0.0, 1.0, 0.5, 0.5]
     cost = recurrent_study.cost(products, 4)
     assert cost["mean_attempts_per_product"] == 3.5 and cost["seconds_per_product"] == pytest.approx(1.5 * 3.5)
-    assert cost["mean_attempts_per_accepted"] == 3.0
+    # 7 attempts spent; 1 product accepted (RFNet), 1 shipped image Available (product 1's best-scoring 2nd)
+    assert cost["attempts_per_accepted_image"] == 7.0 and cost["attempts_per_available_image"] == 7.0
+    assert cost["seconds_per_available_image"] == pytest.approx(1.5 * 7)
     assert cost["rfnet_precision"] == 0.0 and cost["rfnet_recall"] == 0.0
     assert cost["single_attempt_oracle_rate"] == 3 / 8 and cost["changed_inputs"] == 1 / 8
-
-
-def test_collapse_reading_is_computed_from_the_numbers():
-    base = {"diversity": 0.2, "wall_accuracy": 0.8, "distance": 0.0}
-    results = {"original": base,
-               "ReFL": {"diversity": 0.05, "wall_accuracy": 0.3, "distance": 0.2},
-               "CC": {"diversity": 0.19, "wall_accuracy": 0.8, "distance": 0.05}}
-    objectives = [rfft_study.Objective("ReFL", "none", 0.0), rfft_study.Objective("CC", "consistent_condition", 1.0)]
-    details, verdict = rfft_study.collapse_reading(results, "original", objectives)
-    assert "ReFL: diversity x0.25" in details and "ReFL lost diversity or adherence (collapsed" in verdict
-    assert "CC kept both at 1 of 1" in verdict and "more diversity than ReFL at 1 of 1" in verdict
-    results["ReFL"] = dict(base)
-    assert "does not test CC" in rfft_study.collapse_reading(results, "original", objectives)[1]
+    assert cost["abstention_rate"] == 0.0 and cost["decisive_attempts"] == 8
 
 
 @pytest.fixture(scope="module")
@@ -108,14 +98,19 @@ def test_recurrent_study_quick(ctx, tmp_path):
     for policy in range(2):
         rows = curve["rows"][policy * k_max:(policy + 1) * k_max]
         assert [r[1] for r in rows] == list(range(1, k_max + 1))
-        for col in (2, 3, 4):
+        for col in (2, 3, 5, 6, 7):
             values = [r[col] for r in rows]
             assert all(0.0 <= v <= 1.0 for v in values)
             if col < 4:  # "within k" can only grow; the shipped image may change for the worse
                 assert values == sorted(values)
+        for r in rows:  # the Wilson interval holds the rate
+            lo, hi = map(float, r[4].split("-"))
+            assert lo <= r[3] <= hi
     cost = result["tables"]["Recurrent Generation: cost and RFNet agreement with the oracle"]
     for row in cost["rows"]:
-        assert 1.0 <= row[1] <= k_max and row[3] > 0
+        assert 1.0 <= row[1] <= k_max and row[2] > 0
+    assert [c["verdict"] for c in result["claims"]] == [report.claim_verdict(c["interval"]) for c in result["claims"]]
+    assert len(result["claims"]) == 2 and report.check_claims(result["claims"]) == []
     for policy in ("reseed", "defect_aware"):
         lines = (tmp_path / f"attempts_{policy}.jsonl").read_text().splitlines()
         records = [json.loads(line) for line in lines]
@@ -124,31 +119,4 @@ def test_recurrent_study_quick(ctx, tmp_path):
     assert all((tmp_path / f).is_file() for f in result["figures"])
     # a rerun into the same folder reads the finished policies back
     again = recurrent_study.run_study(ctx, tmp_path)
-    assert again["tables"] == result["tables"] and again["seconds"] == pytest.approx(result["seconds"])
-
-
-def test_rfft_study_quick(ctx, tmp_path):
-    result = rfft_study.run_study(ctx, tmp_path)
-    _check_tables(result)
-    settings = result["settings"]
-    t = result["tables"]["RFFT objectives: held-out evaluation"]
-    col = {name: i for i, name in enumerate(t["columns"])}
-    names = [r[0] for r in t["rows"]]
-    assert names == ["original"] + [o["name"] for o in settings["objectives"]]
-    for row in t["rows"]:
-        for name in ("available (RFNet)", "available (oracle)", "mean p(Available) (RFNet)", "wall-colour accuracy"):
-            assert 0.0 <= row[col[name]] <= 1.0
-        assert row[col["background diversity"]] >= 0
-    original, *tuned = t["rows"]
-    assert original[col["distance to original"]] == 0.0 and original[col["diversity / original's"]] == 1.0
-    # the tuned generators are the trained ones, not the cached original
-    assert all(row[col["distance to original"]] > 0 for row in tuned)
-    for objective in settings["objectives"]:
-        slug = rfft_study.Objective(**objective).slug
-        log = (tmp_path / slug / "train_log.jsonl").read_text().splitlines()
-        assert len(log) == settings["steps"]
-        assert json.loads((tmp_path / slug / "config.json").read_text())["loss"]["beta"] == objective["beta"]
-    assert all((tmp_path / f).is_file() for f in result["figures"])
-    # a rerun into the same folder reads every finished model back instead of training again
-    again = rfft_study.run_study(ctx, tmp_path)
     assert again["tables"] == result["tables"] and again["seconds"] == pytest.approx(result["seconds"])

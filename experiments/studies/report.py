@@ -1,6 +1,11 @@
 """The SynthAd experiments' report: checks a study's result dict and renders the results as one
-markdown page (tables, figure links, run times, each study's own reading of its numbers).
-Pure functions on dicts and strings; the driver (benchmarks/synthad_experiments.py) does the files.
+markdown page (a verdict table of every study's claims, then tables, figure links, run times, each
+study's own reading of its numbers). Pure functions on dicts and strings; the driver
+(benchmarks/synthad_experiments.py) does the files.
+
+Claims: a result may carry ``"claims"``, a list of ``make_claim(...)`` dicts (claim, paper, measured,
+interval, verdict). The verdict is decided from the 95% interval of the deciding difference by
+``claim_verdict``, never written by hand.
 """
 
 from __future__ import annotations
@@ -10,6 +15,51 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 STATUS_OK, STATUS_FAILED, STATUS_MISSING = "ok", "failed", "not available"
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)
+CLAIM_KEYS = ("claim", "paper", "measured", "interval", "verdict")
+
+
+def claim_verdict(interval: Sequence[float] | None) -> str:
+    """The verdict on a claim from the 95% interval [lo, hi] of its deciding difference (the claim
+    says it is > 0): reproduced when the interval lies above 0; not reproduced when it lies below 0, or
+    is exactly [0, 0] (no unit differed in any resample); otherwise, and without an interval, inconclusive."""
+    if interval is None:
+        return INCONCLUSIVE
+    if len(interval) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in interval) \
+            or interval[0] > interval[1]:
+        raise ValueError(f"interval={interval!r}: expected [lo, hi] with finite lo <= hi, or None when undefined")
+    lo, hi = interval
+    if lo > 0:
+        return REPRODUCED
+    if hi < 0 or lo == hi == 0:
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
+
+
+def make_claim(claim: str, paper: str, measured: str, interval: Sequence[float] | None) -> dict[str, Any]:
+    """One entry of a result's ``claims``, its verdict computed by ``claim_verdict``."""
+    bounds = None if interval is None else [round(float(v), 4) for v in interval]
+    return {"claim": claim, "paper": paper, "measured": measured, "interval": bounds,
+            "verdict": claim_verdict(interval)}
+
+
+def check_claims(claims: Any) -> list[str]:
+    """Problems with a result's ``claims`` (empty when well-formed)."""
+    if not isinstance(claims, list):
+        return [f"'claims' is a {type(claims).__name__}, not a list"]
+    problems = []
+    for i, c in enumerate(claims):
+        if not isinstance(c, Mapping) or not set(CLAIM_KEYS) <= set(c):
+            problems.append(f"claim {i} needs the keys {', '.join(CLAIM_KEYS)}")
+            continue
+        if c["verdict"] not in VERDICTS:
+            problems.append(f"claim {i} has verdict {c['verdict']!r}; expected one of {', '.join(VERDICTS)}")
+        interval = c["interval"]
+        if interval is not None and not (isinstance(interval, list) and len(interval) == 2 and all(
+                isinstance(v, (int, float)) and math.isfinite(v) for v in interval)):
+            problems.append(f"claim {i} has interval {interval!r}; expected [lo, hi] or None")
+    return problems
 
 
 def check_result(result: Any) -> list[str]:
@@ -43,6 +93,8 @@ def check_result(result: Any) -> list[str]:
     for f in result["figures"]:
         if not isinstance(f, str) or f.startswith("/") or ".." in f.split("/"):
             problems.append(f"figure {f!r} must be a path relative to the study's folder")
+    if "claims" in result:
+        problems += check_claims(result["claims"])
     return problems
 
 
@@ -82,15 +134,42 @@ def _settings_line(settings: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in simple.items())
 
 
+def format_interval(interval: Sequence[float] | None) -> str:
+    return "–" if interval is None else f"[{interval[0]:+.3f}, {interval[1]:+.3f}]"
+
+
+def verdict_table(studies: Mapping[str, Mapping[str, Any]]) -> str:
+    """One row per claim of every study, in study order; a study that did not finish gets one row with
+    its status and error where its verdicts would be; a finished study without claims gets none."""
+    lines = ["| study | claim | paper | measured | 95% interval | verdict |", "|---|---|---|---|---|---|"]
+    for name, entry in studies.items():
+        if entry["status"] != STATUS_OK:
+            error = format_cell(entry.get("error") or "")
+            lines.append(f"| {name} | – | – | – | – | **{entry['status']}**{': ' + error if error else ''} |")
+            continue
+        for c in entry["result"].get("claims") or []:
+            lines.append("| " + " | ".join([name, format_cell(c["claim"]), format_cell(c["paper"]),
+                                           format_cell(c["measured"]), format_interval(c["interval"]),
+                                           f"**{c['verdict']}**"]) + " |")
+    return "\n".join(lines) if len(lines) > 2 else "No study reported claims."
+
+
 def render_report(header: Mapping[str, Any], studies: Mapping[str, Mapping[str, Any]],
                   figure_links: Mapping[str, Sequence[str]]) -> str:
-    """The markdown page. ``header``: command, date, machine, seeds, models, total seconds.
-    ``studies``: name -> {"status", "result" (for ok), "error" (otherwise), "cached"}.
-    ``figure_links``: name -> figure paths relative to the report."""
+    """The markdown page. ``header``: command, date, machine, seeds, models, total seconds, jobs.
+    ``studies``: name -> {"status", "result" (for ok), "error" (otherwise), "cached", "wall_seconds"
+    (this invocation's wall clock, absent when read back)}. ``figure_links``: name -> figure paths
+    relative to the report."""
     out = [f"# SynthAd experiments{' (quick)' if header.get('quick') else ''}", "",
            "The paper's claims (docs/method.md §3-§5) measured on SynthAd, a procedural world whose rule-based oracle "
            "plays the human annotators (`reliable_ad.synthad`). Everything below was computed by one command; "
            "numbers are reported as they came out.", "",
+           "## Verdicts", "",
+           "Each claim's verdict follows from the 95% interval of the difference it rests on: reproduced when "
+           "the interval lies above 0, not reproduced when below 0 (or exactly 0), inconclusive when it "
+           "includes 0. Negative and inconclusive results stay in.", "",
+           verdict_table(studies), "",
+           "## Run", "",
            f"- command: `{header['command']}`",
            f"- date: {header['date']}",
            f"- machine: {header['machine']}",
@@ -98,12 +177,13 @@ def render_report(header: Mapping[str, Any], studies: Mapping[str, Mapping[str, 
            f"seed: {header['seed']}, denoising steps: {header['steps']}",
            f"- total run time: {format_seconds(header.get('total_seconds'))} (the sum of the studies' own times; "
            f"a study read back from an earlier run keeps its time); this invocation: "
-           f"{format_seconds(header.get('this_run_seconds'))}", "",
-           "| study | status | run time |", "|---|---|---|"]
+           f"{format_seconds(header.get('this_run_seconds'))}"
+           + (f" with {header['jobs']} studies at a time" if header.get("jobs", 1) > 1 else ""), "",
+           "| study | status | run time | wall clock (this invocation) |", "|---|---|---|---|"]
     for name, entry in studies.items():
         status = entry["status"] + (" (read back from an earlier run)" if entry.get("cached") else "")
         seconds = entry.get("result", {}).get("seconds") if entry["status"] == STATUS_OK else None
-        out.append(f"| {name} | {status} | {format_seconds(seconds)} |")
+        out.append(f"| {name} | {status} | {format_seconds(seconds)} | {format_seconds(entry.get('wall_seconds'))} |")
     for name, entry in studies.items():
         out += ["", f"## {name}", ""]
         if entry["status"] != STATUS_OK:

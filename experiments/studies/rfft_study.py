@@ -1,23 +1,45 @@
-"""RFFT on SynthAd (docs/method.md §5): the same generator fine-tuned under each objective (ReFL = feedback only,
-a KL-style penalty, the Consistent Condition at several β), with the ctx RFNet as the reward, the same
-products, seeds and budget, then judged on held-out products x prompts x seeds against the original
-model: available rate (RFNet and oracle), wall-colour adherence, background diversity across seeds, and
-distance to the original's images. Does ReFL collapse, and does CC prevent it?
+"""RFFT on SynthAd (docs/method.md §5): does fine-tuning on RFNet's feedback make more ads Available, does
+ReFL (feedback alone) collapse the backgrounds, and does the Consistent Condition (CC) prevent it?
 
-Training is the real `RFFTTrainer` (ControlNet only, graded step in the last quarter of the DDIM loop);
-only the scale differs from the paper: tens of optimizer steps of one small micro-batch, at a learning
-rate raised so that so short a run moves the model at all.
+Three stages, each on the real `RFFTTrainer` (ControlNet only, graded step in the last quarter of the DDIM
+loop, the ctx RFNet as the reward, micro-batches of `batch_size` images accumulated `accumulation` times):
+
+1. Learning-rate sweep. ReFL at each rate of `sweep_lrs` for `sweep_steps` optimizer steps, and the
+   original model on the very same micro-batches (no optimizer step: the trainer's micro-batches and noise
+   follow from the seed and the micro-step only). The rise of a rate is its moving-average training
+   reward at the end minus the original's on the same batches; the rate with the largest rise is chosen
+   (`choose_learning_rate`). So a rate that lowers the reward on its own batches is never used to judge
+   the objectives (a 40-step run at lr 1e-3 did exactly that).
+2. Objectives at matched training reward. ReFL, a KL penalty and CC at several β, at the chosen rate, each
+   trains until its moving-average reward gain over the original (same batches) reaches `target_share` of
+   the chosen rate's rise, or `sweep_steps` steps (`reached_target`). Steps used and final gain are
+   reported, so no objective wins by having trained further.
+3. Held-out evaluation of the original and every objective on products x prompts x seeds: the abstaining
+   oracle's Available rate over its decisive images (abstentions reported), the training RFNet, a second
+   RFNet (the judge: `judge_rfnet`, default the training RFNet itself, then marked "not independent";
+   reward hacking shows as the training RFNet rising while the oracle and the judge do not), background
+   diversity across seeds, wall-colour adherence, distance to the original, and attempts until the first
+   Available (the seeds of one product and prompt, in order, are the attempts).
+
+The paper's claims are then read off paired bootstraps over held-out products (`claims`).
+
+    python -m experiments.studies.rfft_study --out runs/rfft --judge-rfnet runs/rfnet-seed1   # one study
+    SYNTHAD_JUDGE_RFNET=runs/rfnet-seed1 python benchmarks/synthad_experiments.py --only rfft  # via the driver
 """
 
 from __future__ import annotations
 
+import argparse
 import gc
 import io
 import json
+import math
+import os
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,13 +49,15 @@ from experiments.studies.common import (
     ExperimentContext,
     generate,
     image_seed,
-    judge_oracle,
+    judge_oracle_decisive,
     judge_rfnet,
     load_generator,
     load_inspector,
     make_products,
+    new_figure,
     prepare,
     prompt_preset,
+    save_figure,
     study_result,
     sub_seed,
     synthad_prompt,
@@ -41,9 +65,15 @@ from experiments.studies.common import (
     wall_color_of_background,
 )
 from experiments.studies.recurrent_study import torch_threads
+from experiments.synthad.gates import proportion
 from reliable_ad.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 AVAILABLE = "Available"
+JUDGE_ENV = "SYNTHAD_JUDGE_RFNET"  # the second RFNet when run_study is not given one
+BOOTSTRAP = 1000  # resamples of the held-out products
+DIVERSITY_FLOOR = 0.8  # the claims' "diversity kept": at least this x the original's
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+ORIGINAL = "original"
 
 
 @dataclass(frozen=True)
@@ -68,58 +98,149 @@ OBJECTIVES: tuple[Objective, ...] = (
 
 @dataclass(frozen=True)
 class RFFTStudySettings:
-    train_products: int  # products the objectives train on (fresh, disjoint from the evaluation's)
-    steps: int  # optimizer steps per objective (one micro-batch each)
+    train_products: int  # products the runs train on (fresh, disjoint from the evaluation's)
     batch_size: int  # images per micro-batch
-    learning_rate: float  # AdamW; the paper's 1e-5 goes with long runs at an effective batch of 128
+    accumulation: int  # micro-batches per optimizer step (the effective batch is batch_size x accumulation)
+    sweep_lrs: tuple[float, ...]  # AdamW learning rates tried with ReFL
+    sweep_steps: int  # optimizer steps per sweep run; also every objective's step cap
+    window: int  # optimizer steps in the moving average of the training reward
+    target_share: float  # matched reward: the share of the chosen rate's rise every objective must reach
     eval_products: int  # held-out products
     eval_prompts: int  # prompts per held-out product (wall colours rotate over all seven)
-    eval_seeds: int  # seeds per product and prompt (>= 2: diversity is measured across them)
+    eval_seeds: int  # seeds per product and prompt: the attempts, and the images diversity compares
     objectives: tuple[Objective, ...] = OBJECTIVES
 
     def __post_init__(self) -> None:
-        for name in ("train_products", "steps", "batch_size", "eval_products", "eval_prompts"):
+        for name in ("train_products", "batch_size", "accumulation", "sweep_steps", "window", "eval_products",
+                     "eval_prompts"):
             if getattr(self, name) < 1:
                 raise ValueError(f"RFFTStudySettings.{name}={getattr(self, name)} must be >= 1")
         if self.eval_seeds < 2:
             raise ValueError(f"RFFTStudySettings.eval_seeds={self.eval_seeds} must be >= 2 (diversity needs pairs)")
-        if not self.learning_rate > 0 or not self.objectives:
-            raise ValueError(f"learning_rate={self.learning_rate} must be > 0 and objectives non-empty")
+        if self.window > self.sweep_steps:
+            raise ValueError(f"RFFTStudySettings.window={self.window} exceeds sweep_steps={self.sweep_steps}; "
+                             "pass a window of at most the sweep's length")
+        if not self.sweep_lrs or any(not lr > 0 for lr in self.sweep_lrs) or not self.objectives:
+            raise ValueError(f"sweep_lrs={self.sweep_lrs} must be non-empty and > 0, and objectives non-empty")
+        if not 0 < self.target_share <= 1:
+            raise ValueError(f"RFFTStudySettings.target_share={self.target_share} must be in (0, 1]")
+
+    @property
+    def eval_images(self) -> int:
+        return self.eval_products * self.eval_prompts * self.eval_seeds
 
     @classmethod
     def for_context(cls, ctx: ExperimentContext) -> RFFTStudySettings:
         if ctx.quick:
-            # two steps: at the first the regularisers are zero (student == teacher), so all objectives agree
-            return cls(train_products=4, steps=2, batch_size=2, learning_rate=1e-3, eval_products=2, eval_prompts=1,
-                       eval_seeds=2)
-        # full: an optimizer step of 4 images costs ~2 s of CPU on one thread at 64 px and 25 denoising steps
-        # (the no-grad rollout to the graded step and RFNet dominate), a held-out image ~0.5 s: ~12 min of CPU.
-        # At lr 1e-3 and 40 steps ReFL's backgrounds visibly lose their variety (a development run: diversity
-        # x0.53 of the original's, wall-colour accuracy 25% -> 8%).
-        return cls(train_products=32, steps=40, batch_size=4, learning_rate=1e-3, eval_products=8, eval_prompts=3,
-                   eval_seeds=3)
+            return cls(train_products=4, batch_size=2, accumulation=2, sweep_lrs=(1e-4, 1e-3), sweep_steps=2,
+                       window=1, target_share=0.75, eval_products=2, eval_prompts=1, eval_seeds=3)
+        # Full, on one core at 64 px and 25 denoising steps: a micro-batch of 4 costs ~2 s (~2.5 s with a
+        # teacher pass), a held-out image ~0.3 s. Sweep: 5 runs x 10 steps x 4 micro-batches ~7 min;
+        # objectives: 5 x at most 10 steps ~8 min; evaluation: 6 models x 216 images ~7 min. Measured (seed 0,
+        # shared 2-core machine): a sweep run of 10 steps took 143-148 s, ~14.5 s per optimizer step; the
+        # reward rose over the original's at 3e-5 (+0.032), 1e-4 (+0.019), 3e-4 (+0.008) and fell at 1e-3 (-0.166).
+        return cls(train_products=32, batch_size=4, accumulation=4, sweep_lrs=(3e-5, 1e-4, 3e-4, 1e-3),
+                   sweep_steps=10, window=3, target_share=0.75, eval_products=12, eval_prompts=3, eval_seeds=6)
 
 
 # ----------------------------------------------------------------------------------------------
-# The evaluation set and its metrics
+# Pure rules: learning rate, matched reward, attempts, bootstrap, verdicts (unit-tested)
+# ----------------------------------------------------------------------------------------------
+
+
+def moving_average(values: Sequence[float], window: int) -> list[float]:
+    """Trailing mean over up to `window` values (fewer at the start)."""
+    return [float(np.mean(values[max(0, i + 1 - window):i + 1])) for i in range(len(values))]
+
+
+def reward_rise(rewards: Sequence[float], original: Sequence[float], window: int) -> float:
+    """End-of-run moving-average reward minus the original model's on the same batches."""
+    n = min(len(rewards), len(original))
+    if n < window:
+        raise ValueError(f"{n} steps for a moving average over {window}; train at least {window} steps")
+    return float(np.mean(rewards[n - window:n]) - np.mean(original[n - window:n]))
+
+
+def choose_learning_rate(rises: dict[float, float]) -> tuple[float, bool]:
+    """(rate, rose): the rate with the largest reward rise (ties: the smaller rate), and whether that
+    rise is above 0 (else no rate raised the reward, and the objectives are compared without one)."""
+    if not rises:
+        raise ValueError("no learning rates to choose from; give sweep_lrs")
+    best = max(sorted(rises), key=lambda lr: rises[lr])  # max keeps the first (smallest) of equal rises
+    return best, rises[best] > 0
+
+
+def reached_target(rewards: Sequence[float], original: Sequence[float], target: float, window: int) -> bool:
+    """Matched-reward stopping: the last `window` steps' mean reward, minus the original's on the same
+    batches, is at least `target` (never before `window` steps)."""
+    n = len(rewards)
+    if n < window or len(original) < n:
+        return False
+    return float(np.mean(rewards[n - window:n]) - np.mean(original[n - window:n])) >= target
+
+
+def attempts_until_available(groups: Sequence[Sequence[bool]]) -> dict[str, float | int | None]:
+    """Per group (one product and prompt; its images in seed order are the attempts): attempts until
+    the first Available image, the group's budget (its size) when none is. Mean attempts and the
+    share of groups with an Available image within the budget."""
+    attempts = [next((i + 1 for i, ok in enumerate(g) if ok), len(g)) for g in groups]
+    return {"groups": len(groups), "budget": max((len(g) for g in groups), default=0),
+            "mean_attempts": float(np.mean(attempts)) if attempts else None,
+            "within_budget": float(np.mean([any(g) for g in groups])) if groups else None}
+
+
+def paired_bootstrap(arrays: Sequence[np.ndarray], statistic: Callable[..., float], seed: int,
+                     n: int = BOOTSTRAP) -> list[float] | None:
+    """95% percentile interval of `statistic(*resampled)` over `n` resamples of the products: `arrays`
+    hold one row per product (the same products in every array), all resampled with the same indices.
+    None when the statistic is undefined in more than half of the resamples."""
+    n_products = len(arrays[0])
+    if not n_products or any(len(a) != n_products for a in arrays):
+        raise ValueError(f"arrays have {[len(a) for a in arrays]} products; pass the same products to each")
+    rng = np.random.default_rng([seed, 0xB007])
+    values = []
+    for _ in range(n):
+        idx = rng.integers(0, n_products, n_products)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values.append(statistic(*(a[idx] for a in arrays)))
+    v = np.array(values, dtype=float)
+    v = v[np.isfinite(v)]
+    return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) * 2 > n else None
+
+
+def verdict(interval: Sequence[float] | None, threshold: float, *, above: bool = True) -> str:
+    """A claim that a quantity lies above `threshold` (above=False: below it): reproduced when its 95%
+    interval lies entirely on the claimed side, not reproduced when entirely on the other (touching the
+    threshold counts as the other side), inconclusive when it straddles or is undefined."""
+    if interval is None:
+        return INCONCLUSIVE
+    lo, hi = interval
+    if above:
+        return REPRODUCED if lo > threshold else NOT_REPRODUCED if hi <= threshold else INCONCLUSIVE
+    return REPRODUCED if hi < threshold else NOT_REPRODUCED if lo >= threshold else INCONCLUSIVE
+
+
+# ----------------------------------------------------------------------------------------------
+# The evaluation set and its per-image records
 # ----------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class EvalSet:
-    """Held-out images to make: item, prompt (RenderedPrompt) and seed per image; `groups` lists the
-    indices of the images that share a product and a prompt (diversity is measured within a group)."""
+    """Held-out images to make: item, prompt (RenderedPrompt), seed and key per image; `groups` lists the
+    indices of the images that share a product and a prompt, in seed order (the attempts)."""
 
     items: list
     prompts: list
     seeds: list[int]
+    keys: list[str]
     groups: list[list[int]]
 
 
 def make_eval_set(ctx: ExperimentContext, settings: RFFTStudySettings) -> EvalSet:
     """Held-out products x prompts x seeds, the same for every model; prompts rotate the wall colour."""
     products = make_products(settings.eval_products, sub_seed(ctx.seed, "rfft-eval"), prefix="e")
-    items, prompts, seeds, groups = [], [], [], []
+    items, prompts, seeds, keys, groups = [], [], [], [], []
     for i, item in enumerate(products):
         for j in range(settings.eval_prompts):
             wall = WALL_COLOR_NAMES[(i * settings.eval_prompts + j) % len(WALL_COLOR_NAMES)]
@@ -129,7 +250,8 @@ def make_eval_set(ctx: ExperimentContext, settings: RFFTStudySettings) -> EvalSe
                 items.append(item)
                 prompts.append(prompt)
                 seeds.append(image_seed(ctx, f"{item.key}/{j}", s, salt="rfft-eval/"))
-    return EvalSet(items, prompts, seeds, groups)
+                keys.append(f"rfft-eval/{item.key}/{j}/{s}")
+    return EvalSet(items, prompts, seeds, keys, groups)
 
 
 def _tensors(images: Sequence[np.ndarray], alphas: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,29 +261,62 @@ def _tensors(images: Sequence[np.ndarray], alphas: Sequence[np.ndarray]) -> tupl
     return x, a
 
 
-def evaluate(ctx: ExperimentContext, eval_set: EvalSet, images: list[np.ndarray],
-             reference: list[np.ndarray] | None = None) -> dict[str, float]:
-    """Available rates (RFNet argmax, oracle label), wall-colour accuracy, mean background diversity over
-    the (product, prompt) groups, and the background distance to `reference` (the original's images)."""
+def rfnet_records(ctx: ExperimentContext, eval_set: EvalSet, images: list[np.ndarray]) -> list[dict]:
+    """The ctx RFNet's (label, p_available) per image."""
+    return [{"label": v.label, "p_available": float(v.p_available)} for v in judge_rfnet(ctx, eval_set.items, images)]
+
+
+def image_records(ctx: ExperimentContext, eval_set: EvalSet, images: list[np.ndarray],
+                  reference: list[np.ndarray] | None) -> dict[str, Any]:
+    """Per image: the training RFNet's and the abstaining oracle's verdicts and the wall colour's match;
+    per group: background diversity; and the mean background distance to `reference`."""
     from reliable_ad.rfft.validation import background_distance, background_diversity
 
     items = eval_set.items
-    verdicts = judge_rfnet(ctx, items, images)
-    truths = judge_oracle(items, images)
+    oracle = judge_oracle_decisive(items, images, eval_set.keys)
     alphas = [prepare(item, img.shape[0]).alpha for item, img in zip(items, images)]
     walls = [wall_color_of_background(img, a) for img, a in zip(images, alphas)]
     x, a = _tensors(images, alphas)
-    out = {
-        "available_rfnet": float(np.mean([v.label == AVAILABLE for v in verdicts])),
-        "p_available_rfnet": float(np.mean([v.p_available for v in verdicts])),
-        "available_oracle": float(np.mean([t.label == AVAILABLE for t in truths])),
-        "wall_accuracy": float(np.mean([w == p.slot_values["wall_color"] for w, p in zip(walls, eval_set.prompts)])),
-        "diversity": float(np.mean([background_diversity(x[g], a[g]) for g in eval_set.groups])),
-        "distance": 0.0,
+    return {
+        "product": [item.key for item in items],
+        "rfnet": rfnet_records(ctx, eval_set, images),
+        "oracle": [{"label": o.label, "available": o.available, "decisive": o.decisive} for o in oracle],
+        "wall_ok": [w == p.slot_values["wall_color"] for w, p in zip(walls, eval_set.prompts)],
+        "diversity": [background_diversity(x[g], a[g]) for g in eval_set.groups],
+        "distance": background_distance(x, _tensors(reference, alphas)[0], a) if reference is not None else 0.0,
     }
-    if reference is not None:
-        out["distance"] = background_distance(x, _tensors(reference, alphas)[0], a)
-    return out
+
+
+def model_metrics(records: dict[str, Any], judge: list[dict], groups: Sequence[Sequence[int]]) -> dict[str, Any]:
+    """A model's held-out figures from its image records and the judge RFNet's verdicts."""
+    oracle = records["oracle"]
+    decisive = [o for o in oracle if o["decisive"]]
+    good = [o["decisive"] and o["available"] for o in oracle]
+    return {
+        "oracle": proportion(sum(o["available"] for o in decisive), len(decisive)),
+        "abstained": proportion(len(oracle) - len(decisive), len(oracle)),
+        "rfnet": proportion(sum(r["label"] == AVAILABLE for r in records["rfnet"]), len(records["rfnet"])),
+        "judge": proportion(sum(r["label"] == AVAILABLE for r in judge), len(judge)),
+        "wall_accuracy": float(np.mean(records["wall_ok"])),
+        "diversity": float(np.mean(records["diversity"])),
+        "distance": float(records["distance"]),
+        "attempts": attempts_until_available([[good[i] for i in g] for g in groups]),
+    }
+
+
+def per_product(records: dict[str, Any], groups: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+    """Per held-out product (sorted): oracle [decisive Available, decisive] counts and mean diversity."""
+    products = sorted(set(records["product"]))
+    counts = {p: [0, 0] for p in products}
+    for p, o in zip(records["product"], records["oracle"]):
+        if o["decisive"]:
+            counts[p][0] += o["available"]
+            counts[p][1] += 1
+    div = {p: [] for p in products}
+    for g, value in zip(groups, records["diversity"]):
+        div[records["product"][g[0]]].append(value)
+    return {"oracle": np.array([counts[p] for p in products], dtype=float),
+            "diversity": np.array([np.mean(div[p]) for p in products], dtype=float)}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -180,10 +335,10 @@ def write_train_products(ctx: ExperimentContext, n: int, folder: Path) -> Path:
     return folder
 
 
-def rfft_config(ctx: ExperimentContext, settings: RFFTStudySettings, objective: Objective, products: Path):
-    """The RFFT run of one objective; everything but the loss is the same for all objectives."""
-    from dataclasses import replace
-
+def rfft_config(ctx: ExperimentContext, settings: RFFTStudySettings, objective: Objective, learning_rate: float,
+                products: Path):
+    """One RFFT run; everything but the loss and the rate is the same for all runs (and so are the
+    micro-batches and their noise: they follow from the seed and the micro-step)."""
     from reliable_ad.generation.config import ModelConfig
     from reliable_ad.rfft.config import (DataConfig, LossConfig, OptimConfig, RFFTConfig, RuntimeConfig,
                                          ValidationConfig)
@@ -196,8 +351,8 @@ def rfft_config(ctx: ExperimentContext, settings: RFFTStudySettings, objective: 
         rf_interval=(min(steps - 1, round(0.75 * steps)), steps),  # the paper's 30-40 of 40: the last quarter
         data=DataConfig(products=[str(products)], validation_fraction=0.0, preset=prompt_preset().name),
         loss=LossConfig(regularizer=objective.regularizer, beta=objective.beta),
-        optim=OptimConfig(learning_rate=settings.learning_rate, batch_size=settings.batch_size,
-                          gradient_accumulation_steps=1, max_steps=settings.steps),
+        optim=OptimConfig(learning_rate=learning_rate, batch_size=settings.batch_size,
+                          gradient_accumulation_steps=settings.accumulation, max_steps=settings.sweep_steps),
         validation=ValidationConfig(every=0),
         runtime=RuntimeConfig(seed=ctx.seed, device="cpu" if ctx.device == "cpu" else "auto", checkpoint_every=0,
                               tensorboard=False),
@@ -213,222 +368,476 @@ def rfnet_reward(ctx: ExperimentContext):
                       inspector.estimators["salience"])
 
 
-def train_objective(ctx: ExperimentContext, settings: RFFTStudySettings, objective: Objective, products: Path,
-                    run_dir: Path, judge):
-    """Fine-tune a fresh copy of the generator under `objective`; returns (its AdGenerator, step records)."""
-    from reliable_ad.generation.generator import AdGenerator
+def original_steps(trainer, n: int) -> list[dict]:
+    """The original model's rewards on the micro-batches of `n` optimizer steps: the trainer's own
+    training steps with the gradients dropped instead of applied."""
+    out = []
+    for _ in range(n):
+        t0, rewards = time.perf_counter(), []
+        for _ in range(trainer.cfg.optim.gradient_accumulation_steps):
+            rewards.append(trainer.training_step(trainer.micro_step)["p_available"])
+            trainer.micro_step += 1
+        trainer.optimizer.zero_grad(set_to_none=True)
+        out.append({"p_available": float(np.mean(rewards)), "seconds": time.perf_counter() - t0})
+    return out
+
+
+def train_run(ctx: ExperimentContext, settings: RFFTStudySettings, objective: Objective | None, learning_rate: float,
+              products: Path, run_dir: Path, judge, *, stop: Callable[[list[float]], bool] | None = None):
+    """Train a fresh copy of the generator (objective None: the original, gradients dropped) for up to
+    `sweep_steps` optimizer steps, stopping early when `stop(rewards so far)`; (trainer, step records)."""
+    from tqdm.auto import tqdm
+
     from reliable_ad.rfft.trainer import RFFTTrainer
 
-    cfg = rfft_config(ctx, settings, objective, products)
+    cfg = rfft_config(ctx, settings, objective or OBJECTIVES[0], learning_rate, products)
     trainer = RFFTTrainer.from_config(cfg, run_dir, judge=judge)
     trainer.write_config()
-    records = trainer.run_steps(settings.steps)
+    records: list[dict] = []
+
+    with tqdm(total=settings.sweep_steps, desc=f"rfft {run_dir.name}", leave=False) as bar:
+        while len(records) < settings.sweep_steps:
+            records += original_steps(trainer, 1) if objective is None else trainer.run_steps(1)
+            bar.update(1)
+            bar.set_postfix(p_available=f"{records[-1]['p_available']:.3f}")
+            if stop is not None and stop([r["p_available"] for r in records]):
+                break
     atomic_write_text(run_dir / "train_log.jsonl", "".join(json.dumps({"step": i + 1, **r}) + "\n"
                                                            for i, r in enumerate(records)))
-    return AdGenerator(trainer.pipe, load_generator(ctx).sampling, trainer.info), records
+    return trainer, records
 
 
 # ----------------------------------------------------------------------------------------------
-# Report
+# Parts: finished pieces are saved and read back by a rerun with the same key
 # ----------------------------------------------------------------------------------------------
-
-
-def collapse_reading(results: dict[str, dict], original: str, objectives: Sequence[Objective]) -> tuple[str, str]:
-    """(details, verdict): per objective the diversity ratio, wall-colour accuracy and distance against the
-    original, then whether ReFL collapsed and whether CC kept diversity and adherence. Read off the
-    numbers with the collapse monitor's default rule (rfft.config.CollapseConfig) and a 10-point
-    adherence drop."""
-    from reliable_ad.rfft.config import CollapseConfig
-
-    rule = CollapseConfig()
-    base = results[original]
-    details, refl, cc = [], [], []
-    for objective in objectives:
-        r = results[objective.name]
-        ratio = r["diversity"] / base["diversity"] if base["diversity"] > 0 else float("nan")
-        collapsed = ratio < rule.min_diversity_ratio or r["distance"] > rule.max_distance
-        fell = base["wall_accuracy"] - r["wall_accuracy"] >= 0.10
-        details.append(f"{objective.name}: diversity x{ratio:.2f} of the original's, wall-colour accuracy "
-                       f"{100 * base['wall_accuracy']:.0f}% -> {100 * r['wall_accuracy']:.0f}%, distance "
-                       f"{r['distance']:.3f} ({'collapsed' if collapsed else 'not collapsed'}; adherence "
-                       f"{'fell' if fell else 'held'}).")
-        entry = (ratio, r["wall_accuracy"], collapsed, fell)
-        if objective.regularizer == "none":
-            refl.append(entry)
-        elif objective.regularizer == "consistent_condition":
-            cc.append(entry)
-    verdict = []
-    if refl:
-        bad = any(c or f for _, _, c, f in refl)
-        verdict.append(f"ReFL {'lost' if bad else 'did not lose'} diversity or adherence "
-                       f"({'collapsed' if any(c for _, _, c, _ in refl) else 'not collapsed'} by the monitor's rule).")
-        if cc:
-            kept = sum(not c and not f for _, _, c, f in cc)
-            more_div = sum(ratio > refl[0][0] for ratio, _, _, _ in cc)
-            more_acc = sum(acc > refl[0][1] for _, acc, _, _ in cc)
-            verdict.append(f"CC kept both at {kept} of {len(cc)} β values; it kept more diversity than ReFL at "
-                           f"{more_div} of {len(cc)} and more wall-colour accuracy at {more_acc} of {len(cc)}."
-                           + ("" if bad else " With no collapse to prevent, this budget does not test CC."))
-    chance = 1 / len(WALL_COLOR_NAMES)
-    if base["wall_accuracy"] < 2 * chance:
-        verdict.append(f"The original's wall-colour accuracy ({100 * base['wall_accuracy']:.0f}%) is near chance "
-                       f"({100 * chance:.0f}%), so adherence has little room to fall: read it with care.")
-    rule_text = (f"Rule: collapsed = diversity < {rule.min_diversity_ratio}x the original's or background distance > "
-                 f"{rule.max_distance} (the trainer's collapse monitor); adherence fell = wall-colour accuracy down "
-                 "by 10 points or more.")
-    return " ".join(details + [rule_text]), " ".join(verdict)
-
-
-def _plot(results: dict[str, dict], logs: dict[str, list[dict]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(results)
-    base = results[names[0]]
-    metrics = [("available_rfnet", "available (RFNet)"), ("available_oracle", "available (oracle)"),
-               ("wall_accuracy", "wall-colour accuracy"), ("diversity_ratio", "diversity / original's")]
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.2), gridspec_kw={"width_ratios": [3, 2]})
-    width = 0.8 / len(metrics)
-    for m, (key, label) in enumerate(metrics):
-        values = [(results[n]["diversity"] / base["diversity"] if base["diversity"] > 0 else 0.0)
-                  if key == "diversity_ratio" else results[n][key] for n in names]
-        ax.bar(np.arange(len(names)) + (m - (len(metrics) - 1) / 2) * width, values, width, label=label)
-    ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
-    ax.set(ylim=(0, max(1.05, ax.get_ylim()[1])), title="held-out evaluation")
-    ax.legend(fontsize=7)
-    ax.grid(axis="y", alpha=0.3)
-    for name, records in logs.items():
-        ax2.plot(range(1, len(records) + 1), [r["p_available"] for r in records], marker=".", label=name)
-    ax2.set(xlabel="optimizer step", ylabel="mean p(Available) in training", title="training feedback", ylim=(0, 1))
-    ax2.legend(fontsize=7)
-    ax2.grid(alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _samples(images: dict[str, list[np.ndarray]], path: Path, columns: int = 8) -> None:
-    """One row per model: the first `columns` held-out images (same products, prompts and seeds)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = list(images)
-    fig, axes = plt.subplots(len(rows), 1, figsize=(1.6 + 1.0 * columns, 0.2 + 1.05 * len(rows)), squeeze=False)
-    for ax, name in zip(axes[:, 0], rows):
-        ax.imshow(np.concatenate(images[name][:columns], axis=1))
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
-    fig.subplots_adjust(left=1.5 / (1.6 + columns), right=0.99, top=0.98, bottom=0.02, hspace=0.08)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _load_part(folder: Path, key: dict) -> dict | None:
-    """A model's finished part (metrics, training log, held-out images) from an earlier run with the same key."""
-    done, npz = folder / "result.json", folder / "eval_images.npz"
-    if not (done.is_file() and npz.is_file()):
+    done = folder / "result.json"
+    if not done.is_file():
         return None
     part = json.loads(done.read_text(encoding="utf-8"))
     if part.get("key") != key:
         return None
-    with np.load(npz) as data:
-        part["images"] = list(data["images"])
+    npz = folder / "eval_images.npz"
+    if part.get("has_images"):
+        if not npz.is_file():
+            return None
+        with np.load(npz) as data:
+            part["images"] = list(data["images"])
     return part
 
 
 def _save_part(folder: Path, part: dict) -> None:
     """Images first, the result (the marker of a finished part) last, both atomically."""
-    buf = io.BytesIO()
-    np.savez_compressed(buf, images=np.stack(part["images"]))
-    atomic_write_bytes(folder / "eval_images.npz", buf.getvalue())
-    atomic_write_json(folder / "result.json", {k: v for k, v in part.items() if k != "images"})
+    folder.mkdir(parents=True, exist_ok=True)
+    if "images" in part:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, images=np.stack(part["images"]))
+        atomic_write_bytes(folder / "eval_images.npz", buf.getvalue())
+    atomic_write_json(folder / "result.json", {**{k: v for k, v in part.items() if k != "images"},
+                                               "has_images": "images" in part})
 
 
-def run_part(ctx: ExperimentContext, settings: RFFTStudySettings, eval_set: EvalSet, objective: Objective | None,
-             folder: Path, reference: list[np.ndarray] | None, products: Path | None, judge) -> dict:
-    """Train (unless `objective` is None: the original model) and evaluate one model; read back when done."""
-    key = json.loads(json.dumps({"ctx": ctx.to_dict(), "settings": asdict(settings),
-                                 "objective": None if objective is None else asdict(objective)}))
+def _key(**fields) -> dict:
+    return json.loads(json.dumps(fields))
+
+
+def sweep_part(ctx, settings, lr: float | None, products: Path, folder: Path, judge) -> dict:
+    """One sweep run (lr None: the original on the same batches): its training rewards."""
+    key = _key(ctx=ctx.to_dict(), settings=asdict(settings), lr=lr)
+    part = _load_part(folder, key)
+    if part is None:
+        t0 = time.perf_counter()
+        trainer, log = train_run(ctx, settings, None if lr is None else OBJECTIVES[0], lr or settings.sweep_lrs[0],
+                                 products, folder, judge)
+        del trainer
+        gc.collect()
+        part = {"key": key, "train_log": log, "seconds": time.perf_counter() - t0}
+        _save_part(folder, part)
+    return part
+
+
+def model_part(ctx, settings, eval_set: EvalSet, objective: Objective | None, folder: Path, *, lr: float = 0.0,
+               original: list[float] | None = None, target: float = math.inf, reference=None, products=None,
+               judge=None) -> dict:
+    """Train `objective` to the matched reward (None: the original model, untrained) and make and judge
+    its held-out images."""
+    key = _key(ctx=ctx.to_dict(), settings=asdict(settings),
+               objective=None if objective is None else asdict(objective), lr=lr,
+               target=target if math.isfinite(target) else None)
     part = _load_part(folder, key)
     if part is not None:
         return part
     t0 = time.perf_counter()
     log, generator = [], None
     if objective is not None:
-        generator, log = train_objective(ctx, settings, objective, products, folder, judge)
+        from reliable_ad.generation.generator import AdGenerator
+
+        trainer, log = train_run(ctx, settings, objective, lr, products, folder, judge,
+                                 stop=lambda r: reached_target(r, original, target, settings.window))
+        generator = AdGenerator(trainer.pipe, load_generator(ctx).sampling, trainer.info)
     train_seconds = time.perf_counter() - t0
     images = generate(ctx, eval_set.items, eval_set.prompts, eval_set.seeds, generator=generator)
-    metrics = evaluate(ctx, eval_set, images, reference)
-    part = {"key": key, "metrics": metrics, "train_log": log, "train_seconds": train_seconds if objective else None,
-            "seconds": time.perf_counter() - t0, "images": images}
+    part = {"key": key, "records": image_records(ctx, eval_set, images, reference), "train_log": log,
+            "train_seconds": train_seconds if objective else None, "seconds": time.perf_counter() - t0,
+            "images": images}
     _save_part(folder, part)
     del generator
     gc.collect()
     return part
 
 
-def run_study(ctx: ExperimentContext, out_dir: Path) -> dict:
-    """Train every objective, evaluate it and the original; tables, plots and training logs in `out_dir`.
-    Models finished by an earlier run with the same settings are read back, not rerun."""
+def _check_settings(out_dir: Path, ctx: ExperimentContext, settings: RFFTStudySettings) -> None:
+    """A study folder belongs to one context and one set of sizes: refuse to mix them."""
+    path, current = out_dir / "settings.json", _key(ctx=ctx.to_dict(), settings=asdict(settings))
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old != current:
+            changed = sorted(k for part in ("ctx", "settings") for k in set(old.get(part, {})) | set(current[part])
+                             if old.get(part, {}).get(k) != current[part].get(k))
+            raise ValueError(f"{out_dir} holds an RFFT study made with other settings ({', '.join(changed)} "
+                             "differ); rerun with the same settings to resume, or pass another output folder")
+    atomic_write_json(path, current)
+
+
+# ----------------------------------------------------------------------------------------------
+# The study
+# ----------------------------------------------------------------------------------------------
+
+
+def run_study(ctx: ExperimentContext, out_dir: Path, *, judge_rfnet: str | None = None) -> dict:
+    """Sweep, objectives at matched reward, held-out evaluation, claims; tables and figures in `out_dir`.
+    `judge_rfnet`: the second RFNet (preset or folder); default $SYNTHAD_JUDGE_RFNET, else ctx.rfnet
+    (then reported as not independent). Parts finished by an earlier run are read back, not rerun."""
+    judge_rfnet = judge_rfnet or os.environ.get(JUDGE_ENV) or ctx.rfnet
     with torch_threads():
-        return _run_study(ctx, Path(out_dir))
+        return _run_study(ctx, Path(out_dir), judge_rfnet)
 
 
-def _run_study(ctx: ExperimentContext, out_dir: Path) -> dict:
+def run_sweep(ctx: ExperimentContext, settings: RFFTStudySettings, out_dir: Path, products: Path, reward):
+    """Stage 1, the learning-rate sweep (ReFL) against the original on the same batches:
+    (original's part, {lr: part}, {lr: rise}, chosen lr, whether it rose)."""
+    base = sweep_part(ctx, settings, None, products, out_dir / "sweep" / ORIGINAL, reward)
+    sweep = {lr: sweep_part(ctx, settings, lr, products, out_dir / "sweep" / f"lr{lr:g}", reward)
+             for lr in settings.sweep_lrs}
+    rises = {lr: reward_rise(_rewards(p), _rewards(base), settings.window) for lr, p in sweep.items()}
+    return (base, sweep, rises, *choose_learning_rate(rises))
+
+
+def _start(ctx: ExperimentContext, out_dir: Path):
     settings = RFFTStudySettings.for_context(ctx)
-    eval_set = make_eval_set(ctx, settings)
-    original = "original"
-    parts = {original: run_part(ctx, settings, eval_set, None, out_dir / original, None, None, None)}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_settings(out_dir, ctx, settings)
     products = write_train_products(ctx, settings.train_products, out_dir / "train_products")
-    judge = None
-    for objective in settings.objectives:
-        if judge is None:
-            judge = rfnet_reward(ctx)
-        parts[objective.name] = run_part(ctx, settings, eval_set, objective, out_dir / objective.slug,
-                                         parts[original]["images"], products, judge)
+    return settings, products, rfnet_reward(ctx)
 
-    results = {name: part["metrics"] for name, part in parts.items()}
-    logs = {name: part["train_log"] for name, part in parts.items() if part["train_log"]}
-    base_div = results[original]["diversity"]
+
+def sweep_only(ctx: ExperimentContext, out_dir: Path) -> dict:
+    """Stage 1 alone (a quick look at whether the reward rises): its table and figure."""
+    with torch_threads():
+        settings, products, reward = _start(ctx, Path(out_dir))
+        base, sweep, rises, lr, rose = run_sweep(ctx, settings, Path(out_dir), products, reward)
+        return {"table": sweep_table(settings, sweep, base, rises, lr, rose),
+                "figure": sweep_figure(settings, sweep, _rewards(base), lr, Path(out_dir))}
+
+
+def _run_study(ctx: ExperimentContext, out_dir: Path, judge_rfnet: str) -> dict:
+    settings, products, reward = _start(ctx, out_dir)
+
+    base, sweep, rises, lr, rose = run_sweep(ctx, settings, out_dir, products, reward)
+    original = _rewards(base)
+    target = settings.target_share * rises[lr] if rose else math.inf
+
+    # 2. + 3. objectives at matched reward, and the held-out evaluation
+    eval_set = make_eval_set(ctx, settings)
+    parts = {ORIGINAL: model_part(ctx, settings, eval_set, None, out_dir / ORIGINAL)}
+    for objective in settings.objectives:
+        parts[objective.name] = model_part(ctx, settings, eval_set, objective, out_dir / objective.slug, lr=lr,
+                                           original=original, target=target, reference=parts[ORIGINAL]["images"],
+                                           products=products, judge=reward)
+    judge_ctx = replace(ctx, rfnet=judge_rfnet)
+    judges = {name: p["records"]["rfnet"] if judge_rfnet == ctx.rfnet else
+              rfnet_records(judge_ctx, eval_set, p["images"]) for name, p in parts.items()}
+    metrics = {name: model_metrics(p["records"], judges[name], eval_set.groups) for name, p in parts.items()}
+    products_data = {name: per_product(p["records"], eval_set.groups) for name, p in parts.items()}
+
+    independent = judge_rfnet != ctx.rfnet
+    cc_best = best_cc(metrics, settings.objectives)
+    claims = make_claims(metrics, products_data, settings.objectives, cc_best, ctx.seed)
+    tables = {
+        "RFFT learning-rate sweep (ReFL, training reward on its own batches)":
+            sweep_table(settings, sweep, base, rises, lr, rose),
+        "RFFT objectives at matched training reward": objectives_table(settings, parts, original, target, lr),
+        "RFFT objectives: held-out evaluation": eval_table(settings, metrics, judge_rfnet, independent, cc_best),
+    }
+    figures = [sweep_figure(settings, sweep, original, lr, out_dir),
+               objectives_figure(settings, parts, original, target, out_dir),
+               eval_figure(metrics, out_dir),
+               samples_figure({name: p["images"] for name, p in parts.items()}, out_dir,
+                              columns=min(8, settings.eval_images))]
+    result = study_result(
+        tables, figures, sum(p["seconds"] for p in [base, *sweep.values(), *parts.values()]),
+        {**asdict(settings), "objectives": [asdict(o) for o in settings.objectives], "eval_images": settings.eval_images,
+         "chosen_lr": lr, "reward_rose": rose, "target_gain": None if math.isinf(target) else target,
+         "judge_rfnet": judge_rfnet, "judge_independent": independent, "cc_best": cc_best,
+         "part_seconds": {name: round(p["seconds"], 2) for name, p in parts.items()}, **ctx.to_dict()},
+        summary=summary(metrics, claims, lr, rose, rises[lr], independent),
+    )
+    result["claims"] = claims
+    return result
+
+
+def best_cc(metrics: dict[str, dict], objectives: Sequence[Objective]) -> str | None:
+    """The CC objective the claims use: the highest Available rate by the judge RFNet, so the oracle rate
+    that decides the first claim is not also the one that picks β (ties: the first listed)."""
+    cc = [o.name for o in objectives if o.regularizer == "consistent_condition"]
+    return max(cc, key=lambda n: metrics[n]["judge"]["rate"] or 0.0) if cc else None
+
+
+def make_claims(metrics: dict[str, dict], data: dict[str, dict], objectives: Sequence[Objective], cc: str | None,
+                seed: int) -> list[dict]:
+    """The paper's RFFT claims, each decided by a paired bootstrap over held-out products."""
+    claims = []
+    o = data[ORIGINAL]
+
+    def rate_gain(a, b):
+        return a[:, 0].sum() / a[:, 1].sum() - b[:, 0].sum() / b[:, 1].sum()
+
+    def diversity_claim(claim: str, paper: str, name: str, above: bool) -> dict:
+        ratio = paired_bootstrap([data[name]["diversity"], o["diversity"]], lambda a, b: a.mean() / b.mean(), seed)
+        return {"claim": claim, "paper": paper, "measured": f"{name}: x{_ratio(metrics, name)} (95% {_interval(ratio)})",
+                "interval": ratio, "verdict": verdict(ratio, DIVERSITY_FLOOR, above=above)}
+
+    if cc is not None:
+        gain = paired_bootstrap([data[cc]["oracle"], o["oracle"]], rate_gain, seed)
+        m, m0 = metrics[cc]["oracle"], metrics[ORIGINAL]["oracle"]
+        point = None if m["rate"] is None or m0["rate"] is None else m["rate"] - m0["rate"]
+        claims.append({
+            "claim": "RFFT with CC raises the first-attempt Available rate (oracle)",
+            "paper": "70.1% -> 86.3% (human reviewers)",
+            "measured": f"{cc}: {_pct(m0['rate'])} -> {_pct(m['rate'])} over decisive images, every seed a "
+                        f"first attempt (n {m0['n']} / {m['n']}), difference {_pp(point)} (95% {_pp_interval(gain)})",
+            "interval": gain, "verdict": verdict(gain, 0.0, above=True)})
+        claims.append(diversity_claim(f"CC keeps background diversity >= {DIVERSITY_FLOOR}x the original's",
+                                      "backgrounds keep their character (supplemental Fig. 5, §6.2)", cc, True))
+    for refl in (x.name for x in objectives if x.regularizer == "none"):
+        claims.append(diversity_claim(f"ReFL collapses (diversity falls below {DIVERSITY_FLOOR}x the original's) "
+                                      "without CC", "every background the same degraded pattern (supplemental Fig. 5)",
+                                      refl, False))
+    return claims
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables, figures, summary
+# ----------------------------------------------------------------------------------------------
+
+
+def _pct(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{100 * rate:.1f}%"
+
+
+def _pp(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:+.1f} pp"
+
+
+def _pp_interval(interval: Sequence[float] | None) -> str:
+    return "undefined" if interval is None else f"{100 * interval[0]:+.1f} to {100 * interval[1]:+.1f} pp"
+
+
+def _interval(interval: Sequence[float] | None) -> str:
+    return "undefined" if interval is None else f"x{interval[0]:.2f} to x{interval[1]:.2f}"
+
+
+def _ratio(metrics: dict[str, dict], name: str) -> str:
+    base = metrics[ORIGINAL]["diversity"]
+    return f"{metrics[name]['diversity'] / base:.2f}" if base > 0 else "n/a"
+
+
+def _rewards(part: dict) -> list[float]:
+    return [r["p_available"] for r in part["train_log"]]
+
+
+def sweep_table(settings, sweep: dict, base: dict, rises: dict, lr: float, rose: bool) -> dict:
+    w = settings.window
+    original = _rewards(base)
+    rows = [["original (no step)", "-", float(np.mean(original[:w])), float(np.mean(original[-w:])), 0.0,
+             len(original), base["seconds"], ""]]
+    for rate, part in sweep.items():  # rates as text: a table rounds its numbers to 4 digits (3e-05 -> 0)
+        r = _rewards(part)
+        rows.append([f"ReFL lr {rate:g}", f"{rate:g}", float(np.mean(r[:w])), float(np.mean(r[-w:])), rises[rate], len(r),
+                     part["seconds"], "chosen" if rate == lr else ""])
+    note = (f"Each run: {settings.sweep_steps} optimizer steps of {settings.accumulation} micro-batches x "
+            f"{settings.batch_size} images on {settings.train_products} training products, the same micro-batches "
+            f"and noise for every rate and for the original (which drops its gradients). Reward: mean RFNet "
+            f"p(Available) on the step's own images; start/end: means over the first/last {w} steps. Rise: end "
+            "minus the original's end on the same batches. Rule: the rate with the largest rise is chosen"
+            + ("." if rose else "; NO rate raised the reward, so the objectives below train to their step cap "
+                                "and are not compared at a raised reward."))
+    return table(["run", "learning rate", "reward at start", "reward at end", "rise over the original",
+                  "optimizer steps", "seconds", "chosen"], rows, note=note)
+
+
+def objectives_table(settings, parts: dict, original: list[float], target: float, lr: float) -> dict:
     rows = []
     for name, part in parts.items():
-        r, log = part["metrics"], part["train_log"]
-        rows.append([name, r["available_rfnet"], r["available_oracle"], r["p_available_rfnet"], r["wall_accuracy"],
-                     r["diversity"], r["diversity"] / base_div if base_div > 0 else None, r["distance"],
-                     log[-1]["p_available"] if log else None, part["train_seconds"]])
-    n_images = len(eval_set.items)
-    details, verdict = collapse_reading(results, original, settings.objectives)
-    note = (f"{settings.steps} optimizer steps x {settings.batch_size} images per objective on "
-            f"{settings.train_products} training products (lr {settings.learning_rate:g}, same seeds for all); "
-            f"evaluation on {n_images} held-out images ({settings.eval_products} products x {settings.eval_prompts} "
-            f"prompts x {settings.eval_seeds} seeds). Diversity: mean pairwise background difference across the seeds "
-            "of one product and prompt; distance: mean background difference to the original's image of the same "
-            "seed (both on [0, 1] pixels at 32 px). " + verdict + " " + details)
-    result_table = table(["model", "available (RFNet)", "available (oracle)", "mean p(Available) (RFNet)",
-                          "wall-colour accuracy", "background diversity", "diversity / original's",
-                          "distance to original", "last training p(Available)", "training seconds"], rows, note=note)
-    figures = ["objectives.png", "samples.png"]
-    _plot(results, logs, out_dir / figures[0])
-    _samples({name: part["images"] for name, part in parts.items()}, out_dir / figures[1], columns=min(8, n_images))
-    return study_result(
-        {"RFFT objectives: held-out evaluation": result_table}, figures, sum(p["seconds"] for p in parts.values()),
-        {**asdict(settings), "objectives": [asdict(o) for o in settings.objectives], "eval_images": n_images,
-         "part_seconds": {name: round(p["seconds"], 2) for name, p in parts.items()}, **ctx.to_dict()},
-        summary=_summary(results, original) + " " + verdict,
-    )
+        if name == ORIGINAL:
+            continue
+        r, n = _rewards(part), len(part["train_log"])
+        w = min(settings.window, n)
+        gain = float(np.mean(r[n - w:n]) - np.mean(original[n - w:n]))
+        rows.append([name, n, float(np.mean(r[n - w:n])), gain, "yes" if gain >= target else "no (step cap)",
+                     part["train_seconds"]])
+    target_text = "none (no rate raised the reward)" if math.isinf(target) else f"{target:+.4f}"
+    note = (f"At lr {lr:g}, each objective trains until its mean reward over the last {settings.window} steps "
+            f"exceeds the original's on the same batches by the target gain {target_text} "
+            f"({settings.target_share:g} of the chosen rate's rise), or {settings.sweep_steps} steps.")
+    return table(["objective", "optimizer steps", "final training reward", "gain over the original",
+                  "reached the target", "training seconds"], rows, note=note)
 
 
-def _summary(results: dict[str, dict], original: str) -> str:
-    base = results[original]
-    parts = [f"The original model's held-out images are Available for {100 * base['available_rfnet']:.0f}% by RFNet "
-             f"and {100 * base['available_oracle']:.0f}% by the oracle."]
-    for name, r in results.items():
-        if name != original:
-            parts.append(f"{name}: {100 * r['available_rfnet']:.0f}% / {100 * r['available_oracle']:.0f}%.")
-    return " ".join(parts)
+def eval_table(settings, metrics: dict, judge_rfnet: str, independent: bool, cc_best: str | None) -> dict:
+    judge_col = f"available (judge RFNet{'' if independent else ', not independent'})"
+    rows = []
+    base = metrics[ORIGINAL]["diversity"]
+    for name, m in metrics.items():
+        a = m["attempts"]
+        rows.append([name, m["oracle"]["rate"], f"{m['oracle']['ci95'][0]:.2f}-{m['oracle']['ci95'][1]:.2f}",
+                     m["oracle"]["n"], m["abstained"]["rate"], m["rfnet"]["rate"], m["judge"]["rate"],
+                     m["wall_accuracy"], m["diversity"], m["diversity"] / base if base > 0 else None, m["distance"],
+                     a["mean_attempts"], a["within_budget"]])
+    note = (f"{settings.eval_images} held-out images ({settings.eval_products} products x {settings.eval_prompts} "
+            f"prompts x {settings.eval_seeds} seeds). Oracle: Available rate over the images it is decisive on "
+            "(Wilson 95% interval, n decisive), abstentions beside it. Training RFNet: the reward; judge RFNet: "
+            f"{judge_rfnet!r}" + ("" if independent else " = the training RFNet, so NOT an independent check; pass "
+                                  "--judge-rfnet (or $SYNTHAD_JUDGE_RFNET) with a second RFNet") + ". Reward "
+            "hacking shows as the training RFNet rising while the oracle and the judge do not. Attempts: the seeds "
+            "of one product and prompt in order; attempts until the first decisive oracle-Available image, a "
+            f"group with none counting as the budget ({settings.eval_seeds}); paper: 1.77 -> 1.17 attempts per "
+            "available image. Diversity: mean pairwise background difference across the seeds of one product and "
+            "prompt; distance: mean background difference to the original's image of the same seed ([0, 1] pixels "
+            f"at 32 px). CC β used by the claims: {cc_best} (highest judge-RFNet rate).")
+    return table(["model", "available (oracle, decisive)", "oracle 95% interval", "decisive images",
+                  "oracle abstention rate", "available (training RFNet)", judge_col, "wall-colour accuracy",
+                  "background diversity", "diversity / original's", "distance to original",
+                  "mean attempts to Available", "Available within budget"], rows, note=note)
+
+
+def sweep_figure(settings, sweep: dict, original: list[float], lr: float, out_dir: Path) -> str:
+    fig = new_figure(6.5, 4.0)
+    ax = fig.subplots()
+    steps = np.arange(1, len(original) + 1)
+    ax.plot(steps, moving_average(original, settings.window), "k--", label="original (same batches)")
+    for rate, part in sweep.items():
+        ax.plot(steps[:len(part["train_log"])], moving_average(_rewards(part), settings.window), marker=".",
+                lw=2.5 if rate == lr else 1.2, label=f"ReFL lr {rate:g}" + (" (chosen)" if rate == lr else ""))
+    ax.set(xlabel="optimizer step", ylabel=f"training reward, mean over {settings.window} steps",
+           title="learning-rate sweep: RFNet p(Available) on own batches")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return save_figure(fig, out_dir, "sweep")
+
+
+def objectives_figure(settings, parts: dict, original: list[float], target: float, out_dir: Path) -> str:
+    fig = new_figure(6.5, 4.0)
+    ax = fig.subplots()
+    for name, part in parts.items():
+        if name != ORIGINAL:
+            r = _rewards(part)
+            gain = np.subtract(moving_average(r, settings.window), moving_average(original[:len(r)], settings.window))
+            ax.plot(np.arange(1, len(r) + 1), gain, marker=".", label=name)
+    if math.isfinite(target):
+        ax.axhline(target, color="k", ls="--", lw=1, label="target gain")
+    ax.set(xlabel="optimizer step", ylabel="training reward gain over the original",
+           title="objectives trained to a matched reward")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return save_figure(fig, out_dir, "objectives")
+
+
+def eval_figure(metrics: dict, out_dir: Path) -> str:
+    names = list(metrics)
+    base = metrics[ORIGINAL]["diversity"]
+    bars = [("available (oracle, decisive)", [m["oracle"]["rate"] or 0.0 for m in metrics.values()]),
+            ("available (training RFNet)", [m["rfnet"]["rate"] for m in metrics.values()]),
+            ("available (judge RFNet)", [m["judge"]["rate"] for m in metrics.values()]),
+            ("wall-colour accuracy", [m["wall_accuracy"] for m in metrics.values()]),
+            ("diversity / original's", [m["diversity"] / base if base > 0 else 0.0 for m in metrics.values()])]
+    fig = new_figure(9.0, 4.2)
+    ax = fig.subplots()
+    width = 0.8 / len(bars)
+    for k, (label, values) in enumerate(bars):
+        ax.bar(np.arange(len(names)) + (k - (len(bars) - 1) / 2) * width, values, width, label=label)
+    ax.axhline(DIVERSITY_FLOOR, color="k", ls=":", lw=1)
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
+    ax.set(ylim=(0, max(1.05, ax.get_ylim()[1])), title="held-out evaluation")
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, out_dir, "evaluation")
+
+
+def samples_figure(images: dict[str, list[np.ndarray]], out_dir: Path, columns: int = 8) -> str:
+    """One row per model: the first `columns` held-out images (same products, prompts and seeds)."""
+    rows = list(images)
+    fig = new_figure(1.6 + 1.0 * columns, 0.2 + 1.05 * len(rows))
+    axes = fig.subplots(len(rows), 1, squeeze=False)
+    for ax, name in zip(axes[:, 0], rows):
+        ax.imshow(np.concatenate(images[name][:columns], axis=1))
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    return save_figure(fig, out_dir, "samples")
+
+
+def summary(metrics: dict, claims: list[dict], lr: float, rose: bool, rise: float, independent: bool) -> str:
+    base = metrics[ORIGINAL]
+    out = [f"Learning rate {lr:g} chosen by the sweep: the training reward {'rose' if rose else 'did not rise'} "
+           f"({rise:+.3f} over the original on the same batches).",
+           f"Original: {_pct(base['oracle']['rate'])} Available by the oracle (decisive images, "
+           f"{_pct(base['abstained']['rate'])} abstained), {_pct(base['rfnet']['rate'])} by the training RFNet, "
+           f"{base['attempts']['mean_attempts']:.2f} attempts to an Available image."]
+    for name, m in metrics.items():
+        if name != ORIGINAL:
+            out.append(f"{name}: oracle {_pct(m['oracle']['rate'])}, training RFNet {_pct(m['rfnet']['rate'])}, "
+                       f"judge {_pct(m['judge']['rate'])}, diversity x{_ratio(metrics, name)}, "
+                       f"{m['attempts']['mean_attempts']:.2f} attempts.")
+    if not independent:
+        out.append("The judge RFNet is the training RFNet: reward hacking is visible only against the oracle.")
+    out += [f"Claim '{c['claim']}': {c['verdict']} ({c['measured']})." for c in claims]
+    return " ".join(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# Command line: this study alone
+# ----------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="RFFT study on SynthAd alone (the driver is "
+                                            "benchmarks/synthad_experiments.py): sweep, matched-reward objectives, "
+                                            "held-out evaluation, claims.")
+    p.add_argument("--out", type=Path, required=True, help="study folder (finished parts are read back)")
+    p.add_argument("--judge-rfnet", default=None,
+                   help=f"second RFNet (preset or folder) for the held-out check; default ${JUDGE_ENV}, else --rfnet "
+                        "(then marked not independent)")
+    p.add_argument("--quick", action="store_true", help="small sizes: checks the pipeline in minutes")
+    p.add_argument("--model", default="synthad", help="generator preset or folder (default synthad)")
+    p.add_argument("--rfnet", default="synthad", help="training RFNet: the reward (default synthad)")
+    p.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (default 10 quick, 25 full)")
+    p.add_argument("--sweep-only", action="store_true", help="run stage 1 (the learning-rate sweep) only")
+    args = p.parse_args(argv)
+    ctx = ExperimentContext(model=args.model, rfnet=args.rfnet, quick=args.quick, seed=args.seed, steps=args.steps)
+    if args.sweep_only:
+        sweep = sweep_only(ctx, args.out)
+        atomic_write_json(args.out / "sweep.json", sweep)
+        print(json.dumps(sweep["table"], indent=1))
+        return 0
+    result = run_study(ctx, args.out, judge_rfnet=args.judge_rfnet)
+    atomic_write_json(args.out / "result.json", result)
+    print(result["summary"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
