@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -41,10 +43,10 @@ def _keep_threads():
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory, model_home):
-    """The whole --quick run, once for the module."""
+    """The whole --quick run, once for the module, one study after another in this process."""
     out = tmp_path_factory.mktemp("synthad") / "out"
     driver = load_driver()
-    code = driver.main(["--quick", "--model", "tiny", "--rfnet", "tiny", "--out", str(out)])
+    code = driver.main(["--quick", "--model", "tiny", "--rfnet", "tiny", "--out", str(out), "--jobs", "1"])
     return driver, out, code
 
 
@@ -56,8 +58,8 @@ def _numbers(tab: dict):
 
 
 def _is_rate(column: str) -> bool:
-    name = column.lower()
-    return any(word in name for word in ("rate", "within", "accuracy", "share")) and "%" not in name
+    name = column.lower()  # whole words: "generated" is no rate
+    return bool(re.search(r"\b(rate|within|accuracy|share)\b", name)) and "%" not in name
 
 
 def test_quick_run_writes_a_well_formed_report(quick_run):
@@ -76,6 +78,9 @@ def test_quick_run_writes_a_well_formed_report(quick_run):
         result = entry["result"]
         assert check_result(result) == []
         assert result["tables"] and result["seconds"] > 0 and result["summary"]
+        verdicts = report.split("## Verdicts")[1].split("## Run")[0]
+        for claim in result.get("claims", []):  # every claim is in the verdict table at the top
+            assert f"| {name} | {format_cell(claim['claim'])} |" in verdicts
         for title, tab in result["tables"].items():
             assert f"### {title}" in report
             for column, value in _numbers(tab):
@@ -97,14 +102,16 @@ def test_rfnet_study_tables(quick_run):
         if column in PERCENT_COLUMNS:
             assert 0.0 <= value <= 100.0, (column, value)
     ablation = result["tables"]["Modality ablation"]
-    assert len(ablation["rows"]) == 9  # all, image-only, five leave-one-out, binary, from scratch
+    assert len(ablation["rows"]) == 7  # all, image-only, five leave-one-out
     data = result["tables"][RFNET_TABLES[2]]
-    assert sum(row[1] for row in data["rows"]) == result["settings"]["data"]["images"]
+    assert sum(row[1] for row in data["rows"]) == result["settings"]["data"]["decisive"]  # abstained: left out
     for row in data["rows"]:  # per split: images = sum over the classes
         assert row[1] == sum(row[2:])
-    # every variant really trained and was evaluated on the same held-out test products
-    tests = {json.loads((v / "result.json").read_text())["test"]["n"] for v in (out / "rfnet" / "variants").iterdir()}
-    assert tests == {data["rows"][2][1]}
+    # every variant and seed really trained and was evaluated on the same held-out test products
+    runs = list((out / "rfnet" / "variants").glob("*/seed*/result.json"))
+    assert len(runs) == 7 * result["settings"]["seeds"]
+    assert {json.loads(r.read_text())["test"]["n"] for r in runs} == {data["rows"][2][1]}
+    assert {c["verdict"] for c in result["claims"]} <= {"reproduced", "not reproduced", "inconclusive"}
 
 
 def test_rerun_reads_results_back(quick_run, capsys):
@@ -179,16 +186,17 @@ def test_wall_colour_of_a_rendered_scene_is_the_prompted_one():
 def test_bootstrap_pairs_models_over_products():
     import numpy as np
 
-    from experiments.studies.rfnet_study import bootstrap_ap
+    from experiments.studies.rfnet_study import paired_bootstrap
 
     rng = np.random.default_rng(0)
     truth = {f"images/p{i:03d}_{k}.png": bool(rng.random() < 0.4) for i in range(40) for k in range(2)}
     perfect = {image: (t, 0.9 if t else 0.1) for image, t in truth.items()}
     noise = {image: (t, float(rng.random())) for image, t in truth.items()}
-    boot = bootstrap_ap({"good": perfect, "noise": noise, "same": dict(perfect)}, "good", seed=0, n=200)
-    assert boot["good"]["lo"] == boot["good"]["hi"] == 1.0 and boot["good"]["reference_better"] is None
-    assert boot["noise"]["reference_better"] > 0.95 and boot["noise"]["lo"] < boot["noise"]["hi"] < 1.0
-    assert boot["same"]["reference_better"] == boot["same"]["reference_worse"] == 0.0  # ties count in neither
+    boot = paired_bootstrap({"good": [perfect], "noise": [noise], "same": [dict(perfect)]},
+                            {"noise": ("good", "noise"), "same": ("good", "same")}, seed=0, n=200)
+    assert boot["models"]["good"]["lo"] == boot["models"]["good"]["hi"] == 1.0
+    assert boot["differences"]["noise"]["above"] > 0.95 and boot["models"]["noise"]["hi"] < 1.0
+    assert boot["differences"]["same"]["lo"] == boot["differences"]["same"]["hi"] == 0.0  # paired: no spread
 
 
 def test_missing_and_failing_studies_are_reported(tmp_path, monkeypatch):
@@ -212,3 +220,89 @@ def test_missing_and_failing_studies_are_reported(tmp_path, monkeypatch):
     assert "**failed**: RuntimeError: out of coffee" in (out / "synthad.md").read_text(encoding="utf-8")
     assert "out of coffee" in (out / "rfft.error.txt").read_text(encoding="utf-8")
     assert not (out / "rfft.json").exists()  # a failed study is not cached: the next run tries again
+
+
+STANDIN_STUDY = '''
+import os, time
+from pathlib import Path
+from experiments.studies.common import study_result, table
+
+def run_study(ctx, out_dir):
+    started = time.time()
+    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir.parent / "{name}.started").touch()
+    saw_sibling = False
+    if "{name}" in os.environ.get("STANDIN_WAIT_FOR", ""):  # parallel run: wait until the sibling has started
+        sibling = out_dir.parent / (os.environ["STANDIN_WAIT_FOR"].replace("{name}", "") + ".started")
+        for _ in range(300):
+            saw_sibling = saw_sibling or sibling.is_file()
+            if saw_sibling:
+                break
+            time.sleep(0.1)
+    if "{name}" == "broken":
+        raise RuntimeError("the stand-in broke")
+    return {**study_result({"t": table(["study", "seed"], [["{name}", ctx.seed]])}, [], time.time() - started,
+                           {"pid": os.getpid(), "saw_sibling": saw_sibling}), "claims": []}
+'''
+
+
+@pytest.fixture
+def standin_studies(tmp_path, monkeypatch):
+    """A package of three stand-in studies (alpha, beta, broken), importable here and in worker processes."""
+    package = tmp_path / "lib" / "standin_studies"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text('STUDIES = ("alpha", "beta", "broken")\n')
+    for name in ("alpha", "beta", "broken"):
+        (package / f"{name}_study.py").write_text(STANDIN_STUDY.replace("{name}", name))
+    monkeypatch.syspath_prepend(str(tmp_path / "lib"))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "lib"), str(ROOT)]))
+    return ["--quick", "--model", "tiny", "--rfnet", "tiny", "--studies", "standin_studies"]
+
+
+def test_jobs_run_studies_in_parallel_processes_with_the_serial_results(standin_studies, tmp_path, monkeypatch):
+    driver = load_driver()
+    serial, parallel = tmp_path / "serial", tmp_path / "parallel"
+    assert driver.main([*standin_studies, "--out", str(serial), "--jobs", "1"]) == 1  # "broken" failed
+    monkeypatch.setenv("STANDIN_WAIT_FOR", "alphabeta")  # alpha waits for beta and beta for alpha
+    assert driver.main([*standin_studies, "--out", str(parallel), "--jobs", "2"]) == 1
+    for name in ("alpha", "beta"):
+        one, two = (json.loads((out / f"{name}.json").read_text())["result"] for out in (serial, parallel))
+        assert one["tables"] == two["tables"]
+        assert one["settings"]["pid"] == os.getpid() != two["settings"]["pid"]  # parallel: in its own process
+        assert two["settings"]["saw_sibling"]  # both were running at once
+    summary = json.loads((parallel / "summary.json").read_text())
+    assert summary["header"]["jobs"] == 2 and summary["studies"]["alpha"]["wall_seconds"] > 0
+    page = (parallel / "synthad.md").read_text()
+    assert "| broken | – | – | – | – | **failed**: RuntimeError: the stand-in broke |" in page
+    assert "with 2 studies at a time" in page
+    assert "the stand-in broke" in (parallel / "broken.error.txt").read_text()
+    # a rerun reads the finished studies back and retries the failed one alone
+    monkeypatch.delenv("STANDIN_WAIT_FOR")
+    assert driver.main([*standin_studies, "--out", str(parallel), "--jobs", "2"]) == 1
+    summary = json.loads((parallel / "summary.json").read_text())
+    assert [summary["studies"][n]["cached"] for n in ("alpha", "beta", "broken")] == [True, True, False]
+
+
+def test_jobs_and_studies_are_validated(standin_studies):
+    driver = load_driver()
+    for argv in (["--jobs", "0"], ["--studies", "no_such_package"], [*standin_studies, "--only", "rfnet"]):
+        with pytest.raises(SystemExit) as e:
+            driver.parse_args(argv)
+        assert e.value.code == 2
+
+
+@pytest.mark.slow
+def test_two_quick_studies_in_parallel_match_the_serial_run(quick_run, tmp_path):
+    """The real quick studies, two worker processes at once, against the serial quick run (slow: minutes)."""
+    driver, out, _ = quick_run
+    parallel = tmp_path / "parallel"
+    assert driver.main(["--quick", "--model", "tiny", "--rfnet", "tiny", "--out", str(parallel), "--jobs", "2",
+                        "--only", "recurrent,rfft"]) == 0
+    timing = re.compile(r"second|\bs\b|time", re.IGNORECASE)
+    for name in ("recurrent", "rfft"):
+        one, two = (json.loads((o / f"{name}.json").read_text())["result"] for o in (out, parallel))
+        assert one["tables"].keys() == two["tables"].keys()
+        for title, tab in one["tables"].items():
+            keep = [i for i, c in enumerate(tab["columns"]) if not timing.search(c)]
+            assert [[r[i] for i in keep] for r in tab["rows"]] == \
+                   [[r[i] for i in keep] for r in two["tables"][title]["rows"]], (name, title)

@@ -10,7 +10,7 @@ earlier verdicts, never on acceptance, so a product's first k attempts are exact
 budget k makes up to its first accepted image: one run gives the whole curve. Identical attempts of
 the two policies (same seed, prompt and scale) are generated and judged once.
 
-The oracle's abstention (experiments/synthad/decisive.py): an attempt counts as oracle-Available only
+The oracle's abstention (reliable_ad.synthad.decisive): an attempt counts as oracle-Available only
 when the oracle calls it Available *decisively*; an abstained attempt counts as not Available. So
 "oracle: Available within k" is a lower bound, and the share of products still *undecided* within k
 (no decisive Available among their first k attempts, at least one abstention) is reported beside it:
