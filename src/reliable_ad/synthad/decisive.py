@@ -10,8 +10,10 @@ catches them; re-reading the image a few times does. A human annotation pipeline
 keeps the items its annotators agree on.
 
 The checks (`CHECKS`) are the judge's own and differ from gate 2's perturbations (`PERTURBATIONS`, which
-test the abstaining oracle with fresh noise draws, a gain in the other direction and another blur), so
-gate 2 on decisive images is not passed by construction. Every study that judges generated images
+test the abstaining oracle with fresh noise draws, another gain and another blur), so gate 2 on decisive
+images is not passed by construction. (A first set had only a darkening gain; on the v-prediction
+generator's brighter images gate 2's gain x1.03 then flipped 3.3% of the decisive verdicts, so a
+brightening check joined: docs/synthad.md.) Every study that judges generated images
 with the oracle reports the share of images it abstained on beside its rates.
 
     judged = judge_decisive(oracle, image, product_alpha, caption, key="product-7/attempt-2")
@@ -63,13 +65,14 @@ PERTURBATIONS: tuple[Perturbation, ...] = (
 )
 
 # The abstaining judge's own re-readings: other noise draws (their seeds are salted apart from gate 2's),
-# a gain in the other direction, a slightly wider blur.
+# gains both ways (a brighter one matters: bright walls clip at 255), a slightly wider blur.
 CHECKS: tuple[Perturbation, ...] = (
     Perturbation("check noise sigma 2", "noise", 2.0),
     Perturbation("check noise sigma 3 (a)", "noise", 3.0),
     Perturbation("check noise sigma 3 (b)", "noise", 3.0),
     Perturbation("check noise sigma 4", "noise", 4.0),
     Perturbation("check gain x0.97", "gain", 0.97),
+    Perturbation("check gain x1.02", "gain", 1.02),
     Perturbation("check blur sigma 0.6", "blur", 0.6),
 )
 CHECK_SALT = "synthad-oracle/abstain"
