@@ -23,7 +23,11 @@ def test_claim_verdict_follows_the_interval():
     assert claim_verdict([0.01, 0.3]) == REPRODUCED
     assert claim_verdict([-0.3, -0.01]) == NOT_REPRODUCED
     assert claim_verdict([0.0, 0.0]) == NOT_REPRODUCED  # no product differed in any resample
-    assert claim_verdict([-0.1, 0.2]) == claim_verdict([0.0, 0.2]) == claim_verdict([-0.2, 0.0]) == INCONCLUSIVE
+    assert claim_verdict([-0.1, 0.2]) == claim_verdict([0.0, 0.2]) == INCONCLUSIVE
+    assert claim_verdict([-0.2, 0.0]) == NOT_REPRODUCED  # touching 0 is not a rise
+    assert claim_verdict([0.3, 0.7], 0.8, above=False) == REPRODUCED  # a claim that a ratio stays below 0.8
+    assert claim_verdict([0.8, 1.1], 0.8, above=False) == NOT_REPRODUCED
+    assert claim_verdict([0.7, 0.9], 0.8, above=False) == INCONCLUSIVE
     assert claim_verdict(None) == INCONCLUSIVE
     for bad in ([0.3, 0.1], [float("nan"), 1.0], [0.1]):
         with pytest.raises(ValueError, match="interval"):

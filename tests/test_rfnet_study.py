@@ -66,7 +66,7 @@ def test_paired_bootstrap_known_answers():
     # identical models, paired on the same products: the difference is exactly 0 in every resample
     same = boot["differences"]["same-good"]
     assert same["delta"] == same["lo"] == same["hi"] == 0.0 and same["above"] == 0.0
-    assert rs.interval_verdict(same["lo"], same["hi"]) == "not reproduced"
+    assert rs._verdict(same["lo"], same["hi"]) == "not reproduced"
 
 
 def test_paired_bootstrap_pairs_products_not_images():
@@ -112,7 +112,7 @@ def test_paired_bootstrap_without_a_positive_is_undefined():
     boot = rs.paired_bootstrap({"a": [scores], "b": [dict(scores)]}, {"a-b": ("a", "b")}, seed=0, n=20)
     assert boot["models"]["a"] == {"ap": None, "lo": None, "hi": None}
     assert boot["differences"]["a-b"] == {"delta": None, "lo": None, "hi": None, "above": None}
-    assert rs.interval_verdict(None, None) == "inconclusive"
+    assert rs._verdict(None, None) == "inconclusive"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -121,12 +121,12 @@ def test_paired_bootstrap_without_a_positive_is_undefined():
 
 
 def test_interval_verdict():
-    assert rs.interval_verdict(0.01, 0.2) == "reproduced"
-    assert rs.interval_verdict(-0.2, -0.01) == "not reproduced"
-    assert rs.interval_verdict(-0.1, 0.0) == "not reproduced"  # at or below 0: no gain
-    assert rs.interval_verdict(0.0, 0.1) == "inconclusive"
-    assert rs.interval_verdict(-0.1, 0.1) == "inconclusive"
-    assert rs.interval_verdict(float("nan"), 0.1) == "inconclusive"
+    assert rs._verdict(0.01, 0.2) == "reproduced"
+    assert rs._verdict(-0.2, -0.01) == "not reproduced"
+    assert rs._verdict(-0.1, 0.0) == "not reproduced"  # at or below 0: no gain
+    assert rs._verdict(0.0, 0.1) == "inconclusive"
+    assert rs._verdict(-0.1, 0.1) == "inconclusive"
+    assert rs._verdict(float("nan"), 0.1) == "inconclusive"
 
 
 def test_all_verdict():

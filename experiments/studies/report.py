@@ -20,21 +20,21 @@ VERDICTS = (REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE)
 CLAIM_KEYS = ("claim", "paper", "measured", "interval", "verdict")
 
 
-def claim_verdict(interval: Sequence[float] | None) -> str:
-    """The verdict on a claim from the 95% interval [lo, hi] of its deciding difference (the claim
-    says it is > 0): reproduced when the interval lies above 0; not reproduced when it lies below 0, or
-    is exactly [0, 0] (no unit differed in any resample); otherwise, and without an interval, inconclusive."""
+def claim_verdict(interval: Sequence[float] | None, threshold: float = 0.0, *, above: bool = True) -> str:
+    """The verdict on a claim that a quantity lies above ``threshold`` (``above=False``: below it), from
+    the 95% interval [lo, hi] of that quantity (for most claims a difference, threshold 0): reproduced
+    when the interval lies entirely on the claimed side; not reproduced when it lies entirely on the
+    other, touching the threshold counting as the other side (so [0, 0], no unit differing in any
+    resample, is not a rise); otherwise, and without an interval, inconclusive."""
     if interval is None:
         return INCONCLUSIVE
     if len(interval) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in interval) \
             or interval[0] > interval[1]:
         raise ValueError(f"interval={interval!r}: expected [lo, hi] with finite lo <= hi, or None when undefined")
     lo, hi = interval
-    if lo > 0:
-        return REPRODUCED
-    if hi < 0 or lo == hi == 0:
-        return NOT_REPRODUCED
-    return INCONCLUSIVE
+    if above:
+        return REPRODUCED if lo > threshold else NOT_REPRODUCED if hi <= threshold else INCONCLUSIVE
+    return REPRODUCED if hi < threshold else NOT_REPRODUCED if lo >= threshold else INCONCLUSIVE
 
 
 def make_claim(claim: str, paper: str, measured: str, interval: Sequence[float] | None) -> dict[str, Any]:

@@ -65,6 +65,7 @@ from experiments.studies.common import (
     wall_color_of_background,
 )
 from experiments.studies.recurrent_study import torch_threads
+from experiments.studies.report import claim_verdict
 from experiments.synthad.gates import proportion
 from reliable_ad.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
@@ -72,7 +73,6 @@ AVAILABLE = "Available"
 JUDGE_ENV = "SYNTHAD_JUDGE_RFNET"  # the second RFNet when run_study is not given one
 BOOTSTRAP = 1000  # resamples of the held-out products
 DIVERSITY_FLOOR = 0.8  # the claims' "diversity kept": at least this x the original's
-REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
 ORIGINAL = "original"
 
 
@@ -206,18 +206,6 @@ def paired_bootstrap(arrays: Sequence[np.ndarray], statistic: Callable[..., floa
     v = np.array(values, dtype=float)
     v = v[np.isfinite(v)]
     return [float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))] if len(v) * 2 > n else None
-
-
-def verdict(interval: Sequence[float] | None, threshold: float, *, above: bool = True) -> str:
-    """A claim that a quantity lies above `threshold` (above=False: below it): reproduced when its 95%
-    interval lies entirely on the claimed side, not reproduced when entirely on the other (touching the
-    threshold counts as the other side), inconclusive when it straddles or is undefined."""
-    if interval is None:
-        return INCONCLUSIVE
-    lo, hi = interval
-    if above:
-        return REPRODUCED if lo > threshold else NOT_REPRODUCED if hi <= threshold else INCONCLUSIVE
-    return REPRODUCED if hi < threshold else NOT_REPRODUCED if lo >= threshold else INCONCLUSIVE
 
 
 # ----------------------------------------------------------------------------------------------
@@ -607,7 +595,7 @@ def make_claims(metrics: dict[str, dict], data: dict[str, dict], objectives: Seq
     def diversity_claim(claim: str, paper: str, name: str, above: bool) -> dict:
         ratio = paired_bootstrap([data[name]["diversity"], o["diversity"]], lambda a, b: a.mean() / b.mean(), seed)
         return {"claim": claim, "paper": paper, "measured": f"{name}: x{_ratio(metrics, name)} (95% {_interval(ratio)})",
-                "interval": ratio, "verdict": verdict(ratio, DIVERSITY_FLOOR, above=above)}
+                "interval": ratio, "verdict": claim_verdict(ratio, DIVERSITY_FLOOR, above=above)}
 
     if cc is not None:
         gain = paired_bootstrap([data[cc]["oracle"], o["oracle"]], rate_gain, seed)
@@ -618,7 +606,7 @@ def make_claims(metrics: dict[str, dict], data: dict[str, dict], objectives: Seq
             "paper": "70.1% -> 86.3% (human reviewers)",
             "measured": f"{cc}: {_pct(m0['rate'])} -> {_pct(m['rate'])} over decisive images, every seed a "
                         f"first attempt (n {m0['n']} / {m['n']}), difference {_pp(point)} (95% {_pp_interval(gain)})",
-            "interval": gain, "verdict": verdict(gain, 0.0, above=True)})
+            "interval": gain, "verdict": claim_verdict(gain)})
         claims.append(diversity_claim(f"CC keeps background diversity >= {DIVERSITY_FLOOR}x the original's",
                                       "backgrounds keep their character (supplemental Fig. 5, §6.2)", cc, True))
     for refl in (x.name for x in objectives if x.regularizer == "none"):

@@ -34,6 +34,7 @@ import numpy as np
 
 from experiments.studies import common
 from experiments.studies.common import ExperimentContext
+from experiments.studies.report import claim_verdict
 from reliable_ad.core.io import atomic_write_json, read_jsonl
 from reliable_ad.core.labels import CLASS_NAMES
 
@@ -348,14 +349,11 @@ def paired_bootstrap(predictions: dict[str, Sequence[dict[str, tuple[bool, float
     return {"models": models, "differences": diffs, "images": len(images), "products": len(members)}
 
 
-def interval_verdict(lo: float | None, hi: float | None) -> str:
-    """The verdict on a claim "this difference is > 0" from its 95% interval: reproduced when the interval
-    lies above 0, not reproduced when it lies at or below 0, else (or undefined) inconclusive."""
-    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
-        return "inconclusive"
-    if lo > 0:
-        return "reproduced"
-    return "not reproduced" if hi <= 0 else "inconclusive"
+def _verdict(lo: float | None, hi: float | None) -> str:
+    """`report.claim_verdict` of "this difference is > 0" on an interval whose ends may be undefined (None
+    or nan: inconclusive)."""
+    defined = lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi)
+    return claim_verdict([lo, hi] if defined else None)
 
 
 def all_verdict(verdicts: Sequence[str]) -> str:
@@ -380,7 +378,7 @@ def _points(d: dict[str, Any]) -> list[float] | None:
 
 
 def claims(boot: dict[str, Any], ap: dict[str, float | None]) -> list[dict[str, Any]]:
-    """The paper's two claims of this study with our figures and their verdicts (`interval_verdict`,
+    """The paper's two claims of this study with our figures and their verdicts (`report.claim_verdict`,
     `all_verdict`): multimodal RFNet beats the image-only baseline on AP; every leave-one-out lowers AP
     (its "interval", in AP points: that of the ablation whose upper end is highest)."""
     diffs = boot["differences"]
@@ -393,9 +391,9 @@ def claims(boot: dict[str, Any], ap: dict[str, float | None]) -> list[dict[str, 
              "paper": "AP 87.58 vs 77.29 (+10.29 points; docs/method.md §3)",
              "measured": f"AP {ap_text('rfnet')} vs {ap_text('generated_only')}: {_interval_text(gain)}",
              "interval": _points(gain),
-             "verdict": interval_verdict(gain["lo"], gain["hi"])}
+             "verdict": _verdict(gain["lo"], gain["hi"])}
     # each ablation: its AP minus full RFNet's; the modality contributes when that is < 0
-    parts = {k: interval_verdict(None if diffs[k]["hi"] is None else -diffs[k]["hi"],
+    parts = {k: _verdict(None if diffs[k]["hi"] is None else -diffs[k]["hi"],
                                  None if diffs[k]["lo"] is None else -diffs[k]["lo"]) for k in ABLATIONS}
     weakest = max(ABLATIONS, key=lambda k: -math.inf if diffs[k]["hi"] is None else diffs[k]["hi"])
     paper = ", ".join(f"{VARIANTS[k][0].removeprefix('without ')} {VARIANTS[k][2] - 87.58:+.2f}" for k in ABLATIONS)
