@@ -60,6 +60,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--model", default="synthad",
                    help="generator preset, or a folder with base/ and controlnet/ (default synthad)")
     p.add_argument("--rfnet", default="synthad", help="RFNet preset or saved folder (default synthad)")
+    p.add_argument("--judge-rfnet", help="a second RFNet (another training seed) the RFFT study is also judged by, "
+                   "so reward hacking of --rfnet shows (default: --rfnet itself, reported as not independent)")
     p.add_argument("--seed", type=int, default=0, help="run seed (default 0)")
     p.add_argument("--device", default="cpu", help="torch device (default cpu)")
     p.add_argument("--steps", type=int, default=None, help="denoising steps (default 10 quick, 25 full)")
@@ -158,7 +160,8 @@ def worker_command(args: argparse.Namespace, name: str) -> list[str]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--only", name, "--out", str(args.out),
            "--report", str(args.report), "--model", args.model, "--rfnet", args.rfnet, "--seed", str(args.seed),
            "--device", args.device, "--threads", str(args.threads), "--studies", args.studies]
-    return cmd + (["--quick"] if args.quick else []) + ([] if args.steps is None else ["--steps", str(args.steps)])
+    return cmd + (["--quick"] if args.quick else []) + ([] if args.steps is None else ["--steps", str(args.steps)]) \
+        + ([] if args.judge_rfnet is None else ["--judge-rfnet", args.judge_rfnet])
 
 
 def _collect(name: str, out: Path, returncode: int) -> dict:
@@ -237,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         ctx = ExperimentContext(model=args.model, rfnet=args.rfnet, quick=args.quick, seed=args.seed,
-                                device=args.device, steps=args.steps)
+                                device=args.device, steps=args.steps, judge_rfnet=args.judge_rfnet)
         args.out.mkdir(parents=True, exist_ok=True)
         _check_context(args.out, ctx)
     except ValueError as e:

@@ -166,6 +166,11 @@ def test_context_validates():
     with pytest.raises(ValueError, match="steps"):
         ExperimentContext(steps=0)
     assert ExperimentContext(quick=True).num_inference_steps < ExperimentContext().num_inference_steps
+    with pytest.raises(ValueError, match="judge_rfnet"):
+        ExperimentContext(judge_rfnet="")
+    # the judge is part of a results folder's identity; by default it is the training RFNet
+    assert ExperimentContext().to_dict()["judge_rfnet"] == "synthad"
+    assert ExperimentContext(judge_rfnet="runs/judge").to_dict()["judge_rfnet"] == "runs/judge"
 
 
 def test_wall_colour_of_a_rendered_scene_is_the_prompted_one():

@@ -49,6 +49,7 @@ class ExperimentContext:
     seed: int = 0  # run seed: products, prompts, noise, splits, training
     device: str = "cpu"  # torch device for generation, RFNet and training
     steps: int | None = None  # denoising steps; None = DEFAULT_STEPS[quick]
+    judge_rfnet: str | None = None  # a second RFNet (another training seed) RFFT is also judged by; None = rfnet
 
     def __post_init__(self) -> None:
         for name in ("model", "rfnet", "device"):
@@ -60,6 +61,8 @@ class ExperimentContext:
         if self.steps is not None and (isinstance(self.steps, bool) or not isinstance(self.steps, int)
                                        or self.steps < 1):
             raise ValueError(f"ExperimentContext.steps={self.steps!r} must be an int >= 1 or None (the default)")
+        if self.judge_rfnet is not None and (not isinstance(self.judge_rfnet, str) or not self.judge_rfnet):
+            raise ValueError(f"ExperimentContext.judge_rfnet={self.judge_rfnet!r} must be a non-empty string or None")
 
     @property
     def num_inference_steps(self) -> int:
@@ -67,7 +70,8 @@ class ExperimentContext:
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "rfnet": self.rfnet, "quick": self.quick, "seed": self.seed,
-                "device": self.device, "num_inference_steps": self.num_inference_steps}
+                "device": self.device, "num_inference_steps": self.num_inference_steps,
+                "judge_rfnet": self.judge_rfnet or self.rfnet}
 
 
 def image_seed(ctx: ExperimentContext, product_key: str, attempt: int, salt: str = "") -> int:

@@ -24,7 +24,7 @@ loop, the ctx RFNet as the reward, micro-batches of `batch_size` images accumula
 The paper's claims are then read off paired bootstraps over held-out products (`claims`).
 
     python -m experiments.studies.rfft_study --out runs/rfft --judge-rfnet runs/rfnet-seed1   # one study
-    SYNTHAD_JUDGE_RFNET=runs/rfnet-seed1 python benchmarks/synthad_experiments.py --only rfft  # via the driver
+    python benchmarks/synthad_experiments.py --only rfft --judge-rfnet runs/rfnet-seed1        # via the driver
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ import gc
 import io
 import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -70,7 +69,6 @@ from experiments.synthad.gates import proportion
 from reliable_ad.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 AVAILABLE = "Available"
-JUDGE_ENV = "SYNTHAD_JUDGE_RFNET"  # the second RFNet when run_study is not given one
 BOOTSTRAP = 1000  # resamples of the held-out products
 DIVERSITY_FLOOR = 0.8  # the claims' "diversity kept": at least this x the original's
 ORIGINAL = "original"
@@ -496,9 +494,9 @@ def _check_settings(out_dir: Path, ctx: ExperimentContext, settings: RFFTStudySe
 
 def run_study(ctx: ExperimentContext, out_dir: Path, *, judge_rfnet: str | None = None) -> dict:
     """Sweep, objectives at matched reward, held-out evaluation, claims; tables and figures in `out_dir`.
-    `judge_rfnet`: the second RFNet (preset or folder); default $SYNTHAD_JUDGE_RFNET, else ctx.rfnet
-    (then reported as not independent). Parts finished by an earlier run are read back, not rerun."""
-    judge_rfnet = judge_rfnet or os.environ.get(JUDGE_ENV) or ctx.rfnet
+    `judge_rfnet`: the second RFNet (preset or folder); default ctx.judge_rfnet, else ctx.rfnet (then
+    reported as not independent). Parts finished by an earlier run are read back, not rerun."""
+    judge_rfnet = judge_rfnet or ctx.judge_rfnet or ctx.rfnet
     with torch_threads():
         return _run_study(ctx, Path(out_dir), judge_rfnet)
 
@@ -698,7 +696,7 @@ def eval_table(settings, metrics: dict, judge_rfnet: str, independent: bool, cc_
             f"prompts x {settings.eval_seeds} seeds). Oracle: Available rate over the images it is decisive on "
             "(Wilson 95% interval, n decisive), abstentions beside it. Training RFNet: the reward; judge RFNet: "
             f"{judge_rfnet!r}" + ("" if independent else " = the training RFNet, so NOT an independent check; pass "
-                                  "--judge-rfnet (or $SYNTHAD_JUDGE_RFNET) with a second RFNet") + ". Reward "
+                                  "--judge-rfnet with a second RFNet") + ". Reward "
             "hacking shows as the training RFNet rising while the oracle and the judge do not. Attempts: the seeds "
             "of one product and prompt in order; attempts until the first decisive oracle-Available image, a "
             f"group with none counting as the budget ({settings.eval_seeds}); paper: 1.77 -> 1.17 attempts per "
@@ -806,7 +804,7 @@ def main(argv: list[str] | None = None) -> int:
                                             "held-out evaluation, claims.")
     p.add_argument("--out", type=Path, required=True, help="study folder (finished parts are read back)")
     p.add_argument("--judge-rfnet", default=None,
-                   help=f"second RFNet (preset or folder) for the held-out check; default ${JUDGE_ENV}, else --rfnet "
+                   help="second RFNet (preset or folder) for the held-out check; default --rfnet "
                         "(then marked not independent)")
     p.add_argument("--quick", action="store_true", help="small sizes: checks the pipeline in minutes")
     p.add_argument("--model", default="synthad", help="generator preset or folder (default synthad)")
