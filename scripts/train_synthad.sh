@@ -14,14 +14,25 @@ $PY -m experiments.synthad.vae_study --out "$OUT/vae" --vae-steps 1600 --threads
 $PY -m experiments.synthad.train_generator --out "$OUT/generator-stage1" --vae "$OUT/vae" --steps 2000 \
     --threads 1 --eval-products 96
 # generator, stage 2: its UNet and ControlNet, a fresh word-level tokenizer and text encoder, 2,500 more
-# steps (~21 min); installs
-$PY -m experiments.synthad.train_generator --out "$OUT/generator" --init-from "$OUT/generator-stage1" \
-    --new-tokenizer --vae "$OUT/vae" --steps 2500 --threads 1 --eval-products 96 --install
+# steps (~21 min)
+$PY -m experiments.synthad.train_generator --out "$OUT/generator-stage2" --init-from "$OUT/generator-stage1" \
+    --new-tokenizer --vae "$OUT/vae" --steps 2500 --threads 1 --eval-products 96
+# generator, stage 3: v-prediction on a zero-terminal-SNR schedule, so the prompt and not the seed sets
+# the wall's colour, 2,500 more steps (~22 min); installs
+$PY -m experiments.synthad.train_generator --out "$OUT/generator" --init-from "$OUT/generator-stage2" \
+    --vae "$OUT/vae" --prediction v --steps 2500 --text-lr 2e-3 --threads 1 --eval-products 96 --install
 cp "$OUT/generator-stage1/training.json" src/reliable_ad/synthad/weights/generator/training-stage1.json
+cp "$OUT/generator-stage2/training.json" src/reliable_ad/synthad/weights/generator/training-stage2.json
 # RFNet data: rendered scenes through the generator's VAE with known labels (~3 min), and 1,200
-# generations of the installed generator labelled by the oracle (~2 min)
+# generations of the installed generator labelled by the abstaining oracle (~5 min; the images it
+# abstains on stay out of labels.txt)
 $PY -m experiments.synthad.round_trip --vae "$OUT/vae" --out "$OUT/round-trip" --scenes 6000
 $PY -m reliable_ad.cli.main synthad generated --out "$OUT/labelled" --products 300 --per-product 4
 # depth and salience estimators, and RFNet on rendered scenes + both (~27 min; installs)
 $PY -m experiments.synthad.train_rfnet --out "$OUT/rfnet" --extra-data "$OUT/round-trip" \
     --extra-data "$OUT/labelled" --threads 2 --install
+# a second RFNet of another seed (its own rendered scenes and initialisation, the same round-trip and
+# generated images), the RFFT study's independent judge
+# (benchmarks/synthad_experiments.py --judge-rfnet "$OUT/rfnet-judge/rfnet/model"; ~27 min)
+$PY -m experiments.synthad.train_rfnet --out "$OUT/rfnet-judge" --extra-data "$OUT/round-trip" \
+    --extra-data "$OUT/labelled" --threads 2 --seed 1
