@@ -63,9 +63,16 @@ def test_studies_judge_through_the_abstaining_oracle(scenes):
     """`common.judge_oracle_decisive` places each product as generation does and refuses mismatched lists."""
     from experiments.studies import common
 
-    items = common.make_products(2, seed=0)
-    images = [np.full((64, 64, 3), 200, np.uint8) for _ in items]
+    from reliable_ad.data.product import paste_back
+
+    items = common.make_products(3, seed=0)
+    # each product pasted where generation places it, over rendered-scene backgrounds of another product
+    backgrounds = [it.scene.image for it in gates.render_scenes(1, seed=2)[:3]]
+    images = [paste_back(bg, common.prepare(it, 64)) for it, bg in zip(items, backgrounds)]
     judged = common.judge_oracle_decisive(items, images, keys=[f"{it.key}/0" for it in items])
-    assert len(judged) == 2 and all(isinstance(j, decisive.DecisiveVerdict) for j in judged)
+    assert len(judged) == 3 and all(isinstance(j, decisive.DecisiveVerdict) for j in judged)
+    # the same placement and verdict as the plain oracle's path (`label_generated`), plus the re-readings
+    assert [j.label for j in judged] == [v.label for v in common.judge_oracle(items, images)]
+    assert all(j.checks == len(decisive.CHECKS) for j in judged)
     with pytest.raises(ValueError, match="one of each per image"):
         common.judge_oracle_decisive(items, images, keys=["only-one"])

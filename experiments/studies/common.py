@@ -167,12 +167,12 @@ def judge_oracle_decisive(items: Sequence[ProductItem], images: Sequence[np.ndar
     ``f"{item.key}/{seed}"``): they seed the oracle's re-readings, so give each image its own. Studies
     count rates over the decisive images and report the abstained share beside them
     (``decisive.decisive_summary``)."""
-    from reliable_ad.synthad.decisive import judge_decisive
+    from reliable_ad.synthad.generated import judge_generated
 
     if not (len(items) == len(images) == len(keys)):
         raise ValueError(f"got {len(items)} items, {len(images)} images and {len(keys)} keys; pass one of each per image")
     scale = prompt_preset().image_scale if image_scale is None else float(image_scale)
-    return [judge_decisive(oracle(), image, prepared(item, image.shape[0], scale).alpha, item.caption, key)
+    return [judge_generated(item, image, image_scale=scale, key=key, oracle=oracle())
             for item, image, key in zip(items, images, keys)]
 
 

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from reliable_ad.synthad.decisive import CHECKS, PERTURBATIONS, Perturbation, judge_decisive
+from reliable_ad.synthad.decisive import CHECKS, PERTURBATIONS, Perturbation
 from reliable_ad.core.labels import AVAILABLE_INDEX, CLASS_NAMES
 from reliable_ad.synthad.generated import sub_seed
 
@@ -346,7 +346,7 @@ def gate2(items: Sequence, images: Sequence[np.ndarray], oracle, seed: int, *, i
     of the decisive ones (`decisive.judge_decisive`, the abstaining oracle the studies use). Holds when every
     flip rate on the decisive images is <= GATE2_MAX_FLIP_RATE and the oracle abstains on at most
     GATE2_MAX_ABSTENTION of the images."""
-    from reliable_ad.synthad.generated import prepared
+    from reliable_ad.synthad.generated import judge_generated, prepared
 
     scale = _image_scale() if image_scale is None else image_scale
 
@@ -355,8 +355,7 @@ def gate2(items: Sequence, images: Sequence[np.ndarray], oracle, seed: int, *, i
         return oracle.judge(image, prepared(item, image.shape[0], scale).alpha, item.caption).label
 
     report = flip_rates(images, judge, seed, progress=progress, desc="gate 2 perturb")
-    decisive = [judge_decisive(oracle, image, prepared(item, image.shape[0], scale).alpha, item.caption,
-                               key=f"synthad-gates/{seed}/{i}").decisive
+    decisive = [judge_generated(item, image, image_scale=scale, key=f"synthad-gates/{seed}/{i}", oracle=oracle).decisive
                 for i, (item, image) in enumerate(zip(items, images))]
     for row, d in zip(report["per_image"], decisive):
         row["decisive"] = d

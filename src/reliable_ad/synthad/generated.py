@@ -95,6 +95,14 @@ def label_generated(items: Sequence[ProductItem], images: Sequence[np.ndarray], 
                                                [it.caption for it in items], masks=masks)
 
 
+def judge_generated(item: ProductItem, image: np.ndarray, *, image_scale: float, key: str, oracle=None):
+    """The abstaining oracle's verdict (`synthad.decisive.DecisiveVerdict`) on a generated image of
+    ``item``, its product placed where generation placed it (``prepared`` at the image's size and
+    ``image_scale``); ``key`` names the image and seeds the oracle's re-readings."""
+    return judge_decisive(oracle or shared_oracle(), image, prepared(item, image.shape[0], image_scale).alpha,
+                          item.caption, key)
+
+
 def _judge_older_records(root: Path, records: list[dict], items: dict[str, ProductItem], image_scale: float) -> list[dict]:
     """Records written before the oracle could abstain get their re-readings now (from their saved
     image), and records.jsonl is rewritten with them: a resumed older folder is upgraded in place."""
@@ -109,8 +117,7 @@ def _judge_older_records(root: Path, records: list[dict], items: dict[str, Produ
             raise ValueError(f"{root / RECORDS_FILE}: {r['image']} is of product {r['product_id']!r}, not one of this "
                              "run's products; resume the folder with the --products, --seed it was made with")
         image = np.asarray(Image.open(root / r["image"]).convert("RGB"))
-        judged = judge_decisive(shared_oracle(), image, prepared(item, image.shape[0], image_scale).alpha,
-                                item.caption, key=r["image"])
+        judged = judge_generated(item, image, image_scale=image_scale, key=r["image"])
         r.update(label=judged.label, decisive=judged.decisive, checks_agreeing=f"{judged.agreeing}/{judged.checks}")
     logger.info("synthad: %d older records judged again by the abstaining oracle", len(older))
     atomic_write_lines(root / RECORDS_FILE, (json.dumps(r) + "\n" for r in records))
@@ -155,8 +162,7 @@ def write_labelled_set(root: str | Path, items: Sequence[ProductItem], per_produ
             raise ValueError(f"make_images returned {len(made)} images for {len(part)} (item, k) pairs")
         for (item, k), (image, fields) in zip(part, made):
             name = f"images/{item.key}_{k}.png"
-            judged = judge_decisive(shared_oracle(), image, prepared(item, image.shape[0], image_scale).alpha,
-                                    item.caption, key=name)
+            judged = judge_generated(item, image, image_scale=image_scale, key=name)
             verdict = judged.verdict
             atomic_write_bytes(root / name, _png(image))
             append_jsonl(root / RECORDS_FILE, {
