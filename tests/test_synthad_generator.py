@@ -240,3 +240,30 @@ def test_generator_report_measures_the_packaged_generator():
     assert r["available_first_attempt_decisive"]["k"] == sum(row["label"] == "Available" for row in decisive)
     assert r["references_right_support"]["n"] == sum(bool(row["references"]) for row in rows)
     assert r["wall_color_followed"]["n"] == 4
+
+
+def test_heldout_report_reads_what_rfnet_eval_writes(tmp_path, capsys):
+    """experiments/synthad/heldout_report.py on the real writers' output: `synthad generated` makes a
+    labelled folder, `rfnet eval` judges it with the packaged RFNet, and the report's point figures are
+    those of eval's own metrics.json, with intervals around them."""
+    from experiments.synthad.heldout_report import heldout_report, main as report_main
+    from reliable_ad.cli.main import main
+
+    data, ev = tmp_path / "heldout", tmp_path / "eval"
+    assert main(["synthad", "generated", "--out", str(data), "--products", "6", "--per-product", "2",
+                 "--steps", "20", "--seed", "5"]) == 0  # seed 5: Available images, some accepted
+    assert main(["rfnet", "eval", "--model", "synthad", "--data", str(data), "--out", str(ev), "--num-workers", "0",
+                 "--device", "cpu", "--no-progress"]) == 0
+    metrics = json.loads((ev / "metrics.json").read_text())
+    r = heldout_report(ev, resamples=50)
+    assert r["images"] == metrics["n"] and 1 <= r["products"] <= 6
+    available = metrics["per_class"]["Available"]
+    assert r["available_precision"]["n"] > 0 and r["available_recall"]["n"] > 0
+    assert r["available_precision"]["rate"] == pytest.approx(available["precision"])
+    assert r["available_recall"]["rate"] == pytest.approx(available["recall"])
+    assert r["available_ap"] == pytest.approx(metrics["available"]["average_precision"], abs=1e-3)
+    lo, hi = r["available_ap_ci95"]
+    assert 0.0 <= lo <= hi <= 1.0
+    with pytest.raises(SystemExit) as exit_:  # a folder without predictions is a usage error naming the fix
+        report_main([str(tmp_path / "missing")])
+    assert exit_.value.code == 2 and "rfnet eval" in capsys.readouterr().err
