@@ -209,3 +209,16 @@ def test_quick_study_end_to_end(tmp_path, model_home):
     assert tested == {data["rows"][2][1]}
     assert [c["verdict"] in VERDICTS for c in result["claims"]] == [True, True]
     assert result["summary"]
+    # a fair start: every variant takes the packaged encoders of the modalities it keeps, nothing else
+    from reliable_ad.rfnet.presets import load_rfnet
+
+    packaged = load_rfnet("tiny")[0].state_dict()
+    for name in ("rfnet", "generated_only"):
+        init = load_rfnet(str(tmp_path / "variants" / name / "seed0" / "init"))[0].state_dict()
+        for key, value in init.items():
+            same = key in packaged and packaged[key].shape == value.shape and torch.equal(packaged[key], value)
+            if rs.pretrained_tensor(key):
+                assert same, (name, key)  # the kept modalities' encoders are copied
+            else:  # fusion, FFM, head: the variant's own random start (only constant inits such as norms match)
+                assert not same or value.unique().numel() == 1, (name, key)
+        assert not torch.equal(init["head.weight"], packaged["head.weight"])

@@ -10,9 +10,13 @@ does each modality add? Measured on SynthAd at laptop scale, the abstaining orac
 3. Fine-tune, with one budget (data, by-product split, epochs, lr), ``SEEDS`` training seeds of each
    variant: RFNet with every modality, the generated-image-only baseline and the five leave-one-out
    ablations. Deviation from the paper, which starts from ImageNet ResNet-50s: every variant has
-   ``ctx.rfnet``'s architecture and starts from its weights where the shapes match (encoders of the
-   modalities it keeps, fusion). ``ctx.rfnet`` ("synthad") learnt from rendered SynthAd scenes: our
-   stand-in for pretraining, since a few hundred labelled images cannot train encoders from scratch.
+   ``ctx.rfnet``'s architecture, takes ``ctx.rfnet``'s encoders of the modalities it keeps (image
+   encoders, caption encoder: ``PRETRAINED_PREFIXES``) and learns everything that combines them (FFM,
+   fusion layers, modality embeddings, head) from the same random start. ``ctx.rfnet`` ("synthad") learnt
+   from SynthAd scenes: our stand-in for pretraining, since a few hundred labelled images cannot train
+   encoders from scratch. Copying only the encoders keeps the comparison fair: an earlier version also
+   copied the fusion, so the full variant inherited a classifier already trained on all five inputs
+   while the image-only one had to learn a new one (a head start, not a modality effect).
    The binary-label and random-init variants of earlier versions are dropped: the >= 1,000 test images
    and 3 seeds per variant use the study's ~25 min budget (one core).
 4. Score each seed on the held-out products (P, R, F1, AP of the Available decision, per-class recall),
@@ -148,10 +152,20 @@ def training_seed(ctx: ExperimentContext, k: int) -> int:
     return common.sub_seed(ctx.seed, "rfnet-study/train", k) % 2**31
 
 
+# What a variant takes from ctx.rfnet: the per-modality encoders. The rest (FFM, fusion, modality
+# embeddings, [CLS], head) starts from the variant's own random initialisation (init_variant).
+PRETRAINED_PREFIXES = ("image_encoders.", "text_encoder.")
+
+
+def pretrained_tensor(name: str) -> bool:
+    """Whether a state-dict entry is copied from ctx.rfnet (an encoder's), not learnt from scratch."""
+    return name.startswith(PRETRAINED_PREFIXES)
+
+
 def init_variant(ctx: ExperimentContext, folder: Path, name: str, spec, seed: int) -> dict[str, Any]:
     """Save the variant's starting model in ``folder``: ``ctx.rfnet``'s config with the variant's
-    overrides, random weights (``seed``), then ``ctx.rfnet``'s weights copied wherever a parameter of
-    the same name and shape exists. Returns what was copied."""
+    overrides, random weights (``seed``), then ``ctx.rfnet``'s encoder weights (``pretrained_tensor``)
+    copied wherever the variant has a parameter of the same name and shape. Returns what was copied."""
     import torch
 
     from reliable_ad.core.config import merge_dicts
@@ -168,7 +182,8 @@ def init_variant(ctx: ExperimentContext, folder: Path, name: str, spec, seed: in
     config = RFNetConfig.from_dict(merge_dicts(base, {**VARIANTS[name][1], "temperature": 1.0, "seed": seed}))
     model = build_rfnet(config, load_pretrained=False)
     target = model.state_dict()
-    copied = {k: v for k, v in inspector.model.state_dict().items() if k in target and target[k].shape == v.shape}
+    copied = {k: v for k, v in inspector.model.state_dict().items()
+              if pretrained_tensor(k) and k in target and target[k].shape == v.shape}
     model.load_state_dict({**target, **{k: v.detach().to("cpu", torch.float32) for k, v in copied.items()}})
     save_rfnet(model.cpu(), folder, spec, processor=inspector.processor)
     info = {"from": ctx.rfnet, "tensors_copied": len(copied), "tensors": len(target),
@@ -440,7 +455,7 @@ def _tables(agg: dict[str, dict], packaged: dict, counts: dict, boot: dict, abst
         f"images it abstains on left out), in %: mean and sd over {seeds} training seeds. P is the Available "
         "precision at the operating point (argmax = Available). Paper numbers (notes) are RF1M with ImageNet "
         "ResNet-50s at 384 px; ours are the packaged SynthAd RFNet's small architecture at 64 px, fine-tuned "
-        "from its weights on a few hundred oracle-labelled generated images: compare the gaps, not the levels. "
+        "from its encoders on a few hundred oracle-labelled generated images: compare the gaps, not the levels. "
         "Empty = undefined.")
 
     diffs = boot["differences"]
@@ -455,7 +470,8 @@ def _tables(agg: dict[str, dict], packaged: dict, counts: dict, boot: dict, abst
         ["variant", "AP", "sd AP", "F1", "ΔAP vs all", "ΔAP 95% low", "ΔAP 95% high", "paper AP", "paper ΔAP",
          "train s per seed"], ablation_rows,
         f"Every variant fine-tuned {seeds} times (training seeds) with the same data, split, epochs and learning "
-        "rate, from the packaged RFNet's weights where shapes match; AP and F1 are means over seeds, in %. "
+        "rate, from the packaged RFNet's encoders of the modalities it keeps (fusion and head learnt from the same "
+        "random start); AP and F1 are means over seeds, in %. "
         f"ΔAP interval: paired bootstrap ({BOOTSTRAP} resamples of the test products, shared by all variants, "
         "and of each variant's seeds). A modality contributes clearly when its whole interval is below 0.")
 
