@@ -36,14 +36,18 @@ def _state(gen: AdGenerator, sampler: ControlNetInpaintSampler, prepared, prompt
                                   clip_skip=gen.sampling.diffusers_clip_skip, device=gen.device, dtype=te.dtype)
     s = gen.sampling
     settings = dict(height=SIZE, width=SIZE, num_inference_steps=s.num_inference_steps,
-                    guidance_scale=s.guidance_scale, eta=s.eta,
+                    guidance_scale=s.guidance_scale, guidance_rescale=s.guidance_rescale, eta=s.eta,
                     controlnet_conditioning_scale=s.controlnet_conditioning_scale)
     settings.update(kw)
     return sampler.prepare([p.image for p in prepared], [p.mask for p in prepared], [p.control for p in prepared],
                            pos, neg, generator=[torch_generator(x) for x in seeds], **settings)
 
 
-def test_sampler_reproduces_the_pipeline(generator):
+@pytest.mark.parametrize("guidance_rescale", [0.0, 0.7])
+def test_sampler_reproduces_the_pipeline(generator, guidance_rescale):
+    """RFFT samples as inference does, also with guidance rescale (the generator hooks it into diffusers'
+    pipeline, the sampler applies it in its own loop)."""
+    generator = AdGenerator(generator.pipe, SamplingConfig(**FAST, guidance_rescale=guidance_rescale), generator.info)
     prepared = [_prepared(0), _prepared(1, (40, 90, 200))]
     seeds = [1234, 99]
     jobs = [GenerationJob(p, pr, n, s) for p, pr, n, s in zip(prepared, PROMPTS, NEGATIVES, seeds)]
@@ -105,6 +109,9 @@ def test_prepare_rejects_mismatched_batches(generator):
     pos = torch.zeros(2, 77, 32)
     with pytest.raises(ValueError, match="batch sizes differ"):
         sampler.prepare([p.image], [p.mask], [p.control], pos, pos, height=SIZE, width=SIZE)
+    with pytest.raises(ValueError, match=r"guidance_rescale=1\.5 must be in \[0, 1\]"):
+        sampler.prepare([p.image], [p.mask], [p.control], pos[:1], pos[:1], height=SIZE, width=SIZE,
+                        guidance_rescale=1.5)
     with pytest.raises(ValueError, match=r"index=9 must be in \[0, 4\)"):
         state = _state(generator, sampler, [p], PROMPTS[:1], NEGATIVES[:1], [1])
         sampler.rollout(state, 9)

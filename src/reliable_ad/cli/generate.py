@@ -23,6 +23,7 @@ GENERATION_FLAGS = {
     "scheduler": "sampling.scheduler",
     "steps": "sampling.num_inference_steps",
     "guidance_scale": "sampling.guidance_scale",
+    "guidance_rescale": "sampling.guidance_rescale",
     "clip_skip": "sampling.clip_skip",
     "controlnet_scale": "sampling.controlnet_conditioning_scale",
     "eta": "sampling.eta",
@@ -76,6 +77,10 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
     s.add_argument("--scheduler", choices=SCHEDULERS, help="sampler (default ddim)")
     s.add_argument("--steps", type=int, help="denoising steps (default 40)")
     s.add_argument("--guidance-scale", type=float, help="classifier-free guidance (default 7.5)")
+    s.add_argument("--guidance-rescale", type=float, metavar="PHI",
+                   help="rescale the guided prediction towards the text prediction's std, in [0, 1], against "
+                        "over-saturated images (Lin et al. 2023 recommend 0.7 for v-prediction / zero-terminal-SNR "
+                        "models); default 0 = off, the paper's sampling")
     s.add_argument("--clip-skip", type=int, help="A1111 convention, 1 = no skip (default 2)")
     s.add_argument("--controlnet-scale", type=float, help="ControlNet conditioning scale (default 1.0)")
     s.add_argument("--eta", type=float, help="DDIM eta (default 0)")

@@ -90,6 +90,10 @@ class SamplingConfig:
     scheduler: str = "ddim"  # paper: DDIM; also euler_a, dpmpp_sde_karras (the authors' other choices)
     num_inference_steps: int = 40  # paper: 40
     guidance_scale: float = 7.5  # paper: 7.5
+    # rescale the guided prediction towards the text prediction's std (Lin et al. 2023, "Common Diffusion
+    # Noise Schedules and Sample Steps are Flawed", §3.4) against over-exposure; 0 = off (the paper's
+    # sampling), Lin et al. recommend 0.7 for v-prediction / zero-terminal-SNR models
+    guidance_rescale: float = 0.0
     clip_skip: int = 2  # A1111 convention as in the paper (1 = last CLIP layer, 2 = penultimate)
     controlnet_conditioning_scale: float = 1.0  # paper: 1.0
     eta: float = 0.0  # DDIM eta, paper: 0
@@ -99,6 +103,9 @@ class SamplingConfig:
         check(self.scheduler in SCHEDULERS, f"sampling.scheduler={self.scheduler!r} is not one of {SCHEDULERS}")
         check(self.num_inference_steps >= 1, f"sampling.num_inference_steps={self.num_inference_steps} must be >= 1")
         check(self.guidance_scale >= 0, f"sampling.guidance_scale={self.guidance_scale} must be >= 0")
+        check(0 <= self.guidance_rescale <= 1,
+               f"sampling.guidance_rescale={self.guidance_rescale} must be in [0, 1]; pass 0 for plain "
+               "classifier-free guidance or 0.7 (Lin et al.'s value) for v-prediction / zero-terminal-SNR models")
         check(self.clip_skip >= 1, f"sampling.clip_skip={self.clip_skip} must be >= 1 (1 = no skip)")
         check(self.batch_size >= 1, f"sampling.batch_size={self.batch_size} must be >= 1")
         check(self.controlnet_conditioning_scale >= 0,
@@ -242,4 +249,14 @@ def upgrade_stored_config(old: dict) -> dict:
         product["box_alpha_threshold"] = 1
     if "provenance" not in old:  # new: older runs resume with today's default marking
         old["provenance"] = to_dict(ProvenanceConfig())
+    upgrade_stored_sampling(old)
     return old
+
+
+def upgrade_stored_sampling(config: dict) -> dict:
+    """``sampling.guidance_rescale`` did not exist: 0 (off) is what older runs did. For any stored config
+    with a ``sampling`` section (`generate`, `run`'s generation, `rfft train`)."""
+    sampling = config.get("sampling")
+    if isinstance(sampling, dict):
+        sampling.setdefault("guidance_rescale", 0.0)
+    return config

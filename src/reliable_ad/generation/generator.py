@@ -8,6 +8,7 @@ embeddings) and pastes the exact product pixels back over the result.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from dataclasses import dataclass
 
@@ -109,7 +110,7 @@ class AdGenerator:
             self.pipe.scheduler.noise_sampler_seed = jobs[0].seed
         t0 = time.perf_counter()
         reuse = self._control_cache.active() if self._control_cache else contextlib.nullcontext()
-        with reuse:
+        with reuse, guidance_rescaled(self.pipe, self.sampling.guidance_rescale):
             out = self._call_pipe(jobs)
         seconds = (time.perf_counter() - t0) / len(jobs)
         return self._results(jobs, out, seconds)
@@ -146,3 +147,46 @@ class AdGenerator:
                 )
             )
         return results
+
+
+@contextlib.contextmanager
+def guidance_rescaled(pipe, guidance_rescale: float):
+    """Within: ``pipe``'s classifier-free-guided noise prediction is rescaled towards its text half's std
+    before each scheduler step (diffusers' ``rescale_noise_cfg``; Lin et al. 2023, §3.4), as diffusers'
+    text-to-image pipeline does with ``guidance_rescale=``.
+
+    ``StableDiffusionControlNetInpaintPipeline`` (diffusers 0.42) takes no ``guidance_rescale``, and we do
+    not fork its ``__call__``: a forward hook keeps the UNet's last output, whose second half is the text
+    prediction, and an instance ``step`` on the scheduler (with the class method's signature, which the
+    pipeline inspects for ``eta`` and ``generator``) rescales the guided prediction it is given. Both are
+    removed on exit. 0 changes nothing; without CFG (guidance_scale <= 1) there is nothing to rescale."""
+    if not guidance_rescale:
+        yield
+        return
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
+
+    last = {}
+    scheduler = pipe.scheduler
+    own_step = vars(scheduler).get("step")  # someone else's instance step, restored on exit
+    step = scheduler.step
+
+    def keep_output(module, args, output):
+        last["unet"] = output[0]
+
+    @functools.wraps(step)
+    def rescaled_step(model_output, *args, **kwargs):
+        if pipe.do_classifier_free_guidance:
+            text = last["unet"].chunk(2)[1]  # the pipeline batches (negative, prompt)
+            model_output = rescale_noise_cfg(model_output, text, guidance_rescale=guidance_rescale)
+        return step(model_output, *args, **kwargs)
+
+    hook = pipe.unet.register_forward_hook(keep_output)
+    scheduler.step = rescaled_step
+    try:
+        yield
+    finally:
+        hook.remove()
+        if own_step is None:
+            del scheduler.step
+        else:
+            scheduler.step = own_step

@@ -4,7 +4,8 @@ It composes the generator's `StableDiffusionControlNetInpaintPipeline`: the same
 pipeline's own helpers (`prepare_latents`, `prepare_mask_latents`, `prepare_control_image`, image
 processors) prepare a batch, and the denoising loop below is that of `pipeline.__call__`, split into
 steps so that RFFT can run steps 0..t-1 without gradient and step t with gradient. Without gradients
-it reproduces the pipeline's images (same seeds, per-image CPU generators) to float precision.
+it reproduces the pipeline's images (same seeds, per-image CPU generators) to float precision, with
+`sampling.guidance_rescale` too, which the generator hooks into the pipeline (`guidance_rescaled`).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class SamplingState:
     extra_step_kwargs: dict
     height: int
     width: int
+    guidance_rescale: float = 0.0  # sampling.guidance_rescale: 0 = plain CFG
 
     @property
     def batch_size(self) -> int:
@@ -70,13 +72,25 @@ class SamplingState:
     def do_classifier_free_guidance(self) -> bool:
         return self.guidance_scale > 1.0
 
+    def guide(self, uncond: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Classifier-free guidance as inference applies it (generation.generator): uncond + g (text - uncond),
+        then, where guidance_rescale > 0, diffusers' `rescale_noise_cfg` towards the text prediction's std
+        (Lin et al. 2023, §3.4). It acts on the model output as is (eps or v, the scheduler's
+        prediction_type), before the scheduler converts it, as diffusers does; differentiable."""
+        guided = uncond + self.guidance_scale * (text - uncond)
+        if not self.guidance_rescale:
+            return guided
+        from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import rescale_noise_cfg
+
+        return rescale_noise_cfg(guided, text, guidance_rescale=self.guidance_rescale)
+
 
 @dataclass
 class GradedStep:
     """The output of one denoising step taken with gradient (RFFT's graded step at index t)."""
 
     latents: torch.Tensor  # x_t, the input of the step (no gradient)
-    noise_pred: torch.Tensor  # guided eps (B, 4, h, w); CFG applied where guidance_scale > 1
+    noise_pred: torch.Tensor  # guided eps (B, 4, h, w); CFG (and its rescale) applied where guidance_scale > 1
     eps_text: torch.Tensor  # eps(x_t, prompt, control)
     eps_uncond: torch.Tensor | None  # eps(x_t, negative prompt, control); None without CFG
     eps_extra: list[torch.Tensor]  # eps for each of `extra_embeds`, in order (e.g. the empty prompt for L_CC)
@@ -137,6 +151,7 @@ class ControlNetInpaintSampler:
         width: int,
         num_inference_steps: int = 40,
         guidance_scale: float = 7.5,
+        guidance_rescale: float = 0.0,
         eta: float = 0.0,
         controlnet_conditioning_scale: float = 1.0,
         generator: list[torch.Generator] | torch.Generator | None = None,
@@ -146,8 +161,11 @@ class ControlNetInpaintSampler:
         `image`: product canvases (uint8 (H, W, 3) arrays or PIL), `mask_image`: 255 = generate,
         `control_image`: Canny images; one per batch item. `prompt_embeds`, `negative_prompt_embeds`:
         (B, L, D) from `encode_prompt_pair`. `generator`: one CPU generator per image, as the generator
-        uses, so a batch equals single calls.
+        uses, so a batch equals single calls. `guidance_rescale`: as `sampling.guidance_rescale` (0 = off).
         """
+        if not 0 <= guidance_rescale <= 1:
+            raise ValueError(f"guidance_rescale={guidance_rescale!r} must be in [0, 1]; pass 0 (off) or "
+                             "sampling.guidance_rescale (0.7 is Lin et al.'s value for zero-terminal-SNR models)")
         pipe = self.pipe
         images = _as_pil(image, "image")
         masks = _as_pil(mask_image, "mask_image")
@@ -207,7 +225,7 @@ class ControlNetInpaintSampler:
             prompt_embeds=prompt_embeds.to(device), negative_prompt_embeds=negative_prompt_embeds.to(device),
             scheduler=scheduler, timesteps=timesteps, guidance_scale=float(guidance_scale),
             controlnet_conditioning_scale=float(controlnet_conditioning_scale), extra_step_kwargs=extra,
-            height=int(height), width=int(width),
+            height=int(height), width=int(width), guidance_rescale=float(guidance_rescale),
         )
 
     # --- 2. one model evaluation ---------------------------------------------------------------------
@@ -254,14 +272,15 @@ class ControlNetInpaintSampler:
     def guided_noise(
         self, state: SamplingState, index: int, latents: torch.Tensor, *, controlnet=None
     ) -> torch.Tensor:
-        """The pipeline's noise prediction: CFG over (negative, prompt) where guidance_scale > 1."""
+        """The generator's noise prediction: CFG over (negative, prompt) where guidance_scale > 1 (rescaled
+        where guidance_rescale > 0, `SamplingState.guide`)."""
         t = state.timesteps[index]
         if not state.do_classifier_free_guidance:
             return self.predict_noise(state, t, latents, [state.prompt_embeds], controlnet=controlnet)[0]
         uncond, text = self.predict_noise(
             state, t, latents, [state.negative_prompt_embeds, state.prompt_embeds], controlnet=controlnet
         )
-        return uncond + state.guidance_scale * (text - uncond)
+        return state.guide(uncond, text)
 
     # --- 3. stepping ---------------------------------------------------------------------------------
 
@@ -337,7 +356,7 @@ class ControlNetInpaintSampler:
         eps = self.predict_noise(state, state.timesteps[index], latents, sets, controlnet=controlnet)
         uncond, text = (eps[0], eps[1]) if cfg else (None, eps[0])
         extra = eps[2:] if cfg else eps[1:]
-        noise_pred = uncond + state.guidance_scale * (text - uncond) if cfg else text
+        noise_pred = state.guide(uncond, text) if cfg else text
         prev, x0 = self.step(state, index, latents, noise_pred)
         return GradedStep(
             latents=latents, noise_pred=noise_pred, eps_text=text, eps_uncond=uncond, eps_extra=list(extra),

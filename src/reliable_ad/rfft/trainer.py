@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from reliable_ad.core.config import to_dict
 from reliable_ad.core.io import atomic_write_bytes, atomic_write_json
+from reliable_ad.generation.config import upgrade_stored_sampling
 from reliable_ad.generation.seeds import derive_seed, torch_generator
 from reliable_ad.generation.weighting import encode_prompt_pair, encode_weighted_prompts
 from reliable_ad.rfft.config import RFFTConfig
@@ -195,9 +196,9 @@ class RFFTTrainer:
         return self.sampler.prepare(
             [it.prepared.image for it in items], [it.prepared.mask for it in items],
             [it.prepared.control for it in items], pos, neg, height=self.size, width=self.size,
-            num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale, eta=s.eta,
-            controlnet_conditioning_scale=s.controlnet_conditioning_scale,
-            generator=[torch_generator(x) for x in seeds],
+            num_inference_steps=s.num_inference_steps, guidance_scale=s.guidance_scale,
+            guidance_rescale=s.guidance_rescale, eta=s.eta,
+            controlnet_conditioning_scale=s.controlnet_conditioning_scale, generator=[torch_generator(x) for x in seeds],
         )
 
     def product_tensors(self, items: Sequence[TrainItem]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -269,8 +270,7 @@ class RFFTTrainer:
             t_uncond, t_text = self.sampler.predict_noise(state, graded.timestep, graded.latents, teacher_sets,
                                                           controlnet=controlnet)
         if kind == "kl":
-            guided = t_uncond + state.guidance_scale * (t_text - t_uncond) if state.do_classifier_free_guidance \
-                else t_text
+            guided = state.guide(t_uncond, t_text) if state.do_classifier_free_guidance else t_text
             return kl_penalty(graded.noise_pred, guided)
         student_uncond = graded.eps_extra[0] if empty is not None else graded.eps_uncond
         return consistent_condition_loss(guidance_direction(graded.eps_text, student_uncond),
@@ -387,7 +387,7 @@ class RFFTTrainer:
         the run was already ended by the collapse monitor (the rerun then only re-exports)."""
         out = self.out_dir
         check_resume_config(out, to_dict(self.cfg), RESUME_IDENTITY, ignore=RESUME_MAY_CHANGE,
-                            write=self.accelerator.is_main_process)
+                            upgrade=upgrade_stored_sampling, write=self.accelerator.is_main_process)
         found = list_checkpoints(out)
         self.saved_steps = {s for s, _ in found}  # read by every process before any writes: they agree
         stopped_path = out / STOPPED
