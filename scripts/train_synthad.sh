@@ -23,16 +23,19 @@ $PY -m experiments.synthad.train_generator --out "$OUT/generator" --init-from "$
     --vae "$OUT/vae" --prediction v --steps 2500 --text-lr 2e-3 --threads 1 --eval-products 96 --install
 cp "$OUT/generator-stage1/training.json" src/reliable_ad/synthad/weights/generator/training-stage1.json
 cp "$OUT/generator-stage2/training.json" src/reliable_ad/synthad/weights/generator/training-stage2.json
-# RFNet data: rendered scenes through the generator's VAE with known labels (~3 min), and 1,200
-# generations of the installed generator labelled by the abstaining oracle (~5 min; the images it
-# abstains on stay out of labels.txt)
+# RFNet data: rendered scenes through the generator's VAE with known labels (~3 min), and 10,800
+# generations of the installed generator (9 seeds x 300 products x 4) labelled by the abstaining oracle
+# (~5 min per seed on one core; the images it abstains on, about 19%, stay out of labels.txt)
 $PY -m experiments.synthad.round_trip --vae "$OUT/vae" --out "$OUT/round-trip" --scenes 6000
-$PY -m reliable_ad.cli.main synthad generated --out "$OUT/labelled" --products 300 --per-product 4
-# depth and salience estimators, and RFNet on rendered scenes + both (~27 min; installs)
-$PY -m experiments.synthad.train_rfnet --out "$OUT/rfnet" --extra-data "$OUT/round-trip" \
-    --extra-data "$OUT/labelled" --threads 2 --install
+EXTRA=(--extra-data "$OUT/round-trip")
+for seed in 12345 4242 4243 4244 4245 4246 4247 4248 4249; do
+    $PY -m reliable_ad.cli.main synthad generated --out "$OUT/labelled-$seed" --products 300 --per-product 4 \
+        --seed "$seed"
+    EXTRA+=(--extra-data "$OUT/labelled-$seed")
+done
+# depth and salience estimators, and RFNet on rendered scenes + all of them (~35 min; installs)
+$PY -m experiments.synthad.train_rfnet --out "$OUT/rfnet" "${EXTRA[@]}" --threads 2 --install
 # a second RFNet of another seed (its own rendered scenes and initialisation, the same round-trip and
 # generated images), the RFFT study's independent judge
-# (benchmarks/synthad_experiments.py --judge-rfnet "$OUT/rfnet-judge/rfnet/model"; ~27 min)
-$PY -m experiments.synthad.train_rfnet --out "$OUT/rfnet-judge" --extra-data "$OUT/round-trip" \
-    --extra-data "$OUT/labelled" --threads 2 --seed 1
+# (benchmarks/synthad_experiments.py --judge-rfnet "$OUT/rfnet-judge/rfnet/model"; ~35 min)
+$PY -m experiments.synthad.train_rfnet --out "$OUT/rfnet-judge" "${EXTRA[@]}" --threads 2 --seed 1
