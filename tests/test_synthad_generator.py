@@ -239,7 +239,18 @@ def test_generator_report_measures_the_packaged_generator():
     assert r["abstained"]["k"] == 4 - len(decisive) and r["available_first_attempt_decisive"]["n"] == len(decisive)
     assert r["available_first_attempt_decisive"]["k"] == sum(row["label"] == "Available" for row in decisive)
     assert r["references_right_support"]["n"] == sum(bool(row["references"]) for row in rows)
-    assert r["wall_color_followed"]["n"] == 4
+    assert r["wall_color_followed"]["n"] == 4 and r["guidance_rescale"] == 0.0
+
+
+def test_generator_report_guidance_rescale_flag(capsys):
+    """--guidance-rescale reaches the sampling it measures (recorded in the report); a value outside
+    [0, 1] is refused with the flag's name."""
+    from experiments.synthad.generator_report import main, measure
+
+    assert measure("synthad", 2, guidance_rescale=0.7, progress=False)["guidance_rescale"] == 0.7
+    with pytest.raises(SystemExit) as err:
+        main(["--model", "synthad", "--products", "2", "--guidance-rescale", "1.5"])
+    assert err.value.code == 2 and "--guidance-rescale 1.5" in capsys.readouterr().err
 
 
 def test_heldout_report_reads_what_rfnet_eval_writes(tmp_path, capsys):

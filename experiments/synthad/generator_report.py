@@ -31,7 +31,8 @@ from experiments.synthad.gates import generator_folder, proportion
 FRESH_SEED = 10_000
 
 
-def measure(model: str, products: int = 200, *, batch_size: int = 16, progress: bool = True) -> dict:
+def measure(model: str, products: int = 200, *, guidance_rescale: float = 0.0, batch_size: int = 16,
+            progress: bool = True) -> dict:
     from experiments.studies.common import wall_color_of_background
     from experiments.synthad.train_generator import PROMPT_PRESET, SIZE, evaluate_generator
     from reliable_ad.data.product import prepare_product
@@ -44,7 +45,7 @@ def measure(model: str, products: int = 200, *, batch_size: int = 16, progress: 
     root = generator_folder(model)
     # the images `train_generator` judges after training (same products, prompts and seeds), re-read here
     images = evaluate_generator(root / "base", root / "controlnet", products=products, seed=FRESH_SEED,
-                                batch_size=batch_size, progress=progress)["images"]
+                                guidance_rescale=guidance_rescale, batch_size=batch_size, progress=progress)["images"]
     preset = get_preset(PROMPT_PRESET)
     items = [stream_product(FRESH_SEED, p) for p in range(products)]
     rendered = [preset.render(FRESH_SEED + p, caption=item.caption) for p, item in enumerate(items)]
@@ -69,7 +70,7 @@ def measure(model: str, products: int = 200, *, batch_size: int = 16, progress: 
         labels[verdict.label] += 1
         rows.append({"product": p, "caption": item.caption, "prompt": r.prompt, "wall": wall,
                      "references": found, "support": want, "label": verdict.label, "decisive": judged.decisive})
-    return {"model": model, "products": products, "seed": FRESH_SEED,
+    return {"model": model, "products": products, "seed": FRESH_SEED, "guidance_rescale": guidance_rescale,
             "wall_color_followed": proportion(walls, products),
             "references_found": proportion(refs_seen, products),
             "references_right_support": proportion(refs_right, refs_seen),
@@ -84,12 +85,17 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="a trained generator folder (base/, controlnet/) or 'synthad'")
     p.add_argument("--products", type=int, default=200, help="fresh products, one image each (default 200)")
+    p.add_argument("--guidance-rescale", type=float, default=0.0, metavar="PHI",
+                   help="rescale of the guided prediction (sampling.guidance_rescale; 0 = off, the default; "
+                        "Lin et al. suggest 0.7 for v-prediction models such as the synthad generator)")
     p.add_argument("--out", help="write the measures (and each image's row) here as JSON")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.products < 1:
         p.error(f"--products {args.products}: give at least 1")
-    report = measure(args.model, args.products, progress=not args.no_progress)
+    if not 0.0 <= args.guidance_rescale <= 1.0:
+        p.error(f"--guidance-rescale {args.guidance_rescale}: give a value in [0, 1] (0 = off, 0.7 suggested)")
+    report = measure(args.model, args.products, guidance_rescale=args.guidance_rescale, progress=not args.no_progress)
     if args.out:
         from reliable_ad.core.io import atomic_write_json
 

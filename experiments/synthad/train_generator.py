@@ -398,7 +398,7 @@ def save_generator(parts: dict, out: Path) -> tuple[Path, Path]:
 
 def evaluate_generator(base: str | Path, controlnet: str | Path, *, products: int = 48, seed: int = 10_000,
                        steps: int | None = None, guidance: float | None = None, scheduler: str | None = None,
-                       batch_size: int = 16, progress: bool = True) -> dict:
+                       guidance_rescale: float = 0.0, batch_size: int = 16, progress: bool = True) -> dict:
     """Generate one image per fresh SynthAd product (random `synthad` prompts) and judge it with the
     oracle. Returns the available rate, the per-class counts and the images (for a contact sheet)."""
     from tqdm.auto import tqdm
@@ -412,7 +412,7 @@ def evaluate_generator(base: str | Path, controlnet: str | Path, *, products: in
 
     sampling = SamplingConfig(size=SIZE, batch_size=batch_size, **({"num_inference_steps": steps} if steps else {}),
                               **({"guidance_scale": guidance} if guidance is not None else {}),
-                              **({"scheduler": scheduler} if scheduler else {}))
+                              **({"scheduler": scheduler} if scheduler else {}), guidance_rescale=guidance_rescale)
     gen = AdGenerator.from_config(ModelConfig(model=str(base), controlnet=str(controlnet), safety_checker=False),
                                   sampling)
     preset = get_preset(PROMPT_PRESET)
