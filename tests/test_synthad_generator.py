@@ -257,7 +257,7 @@ def test_heldout_report_reads_what_rfnet_eval_writes(tmp_path, capsys):
     """experiments/synthad/heldout_report.py on the real writers' output: `synthad generated` makes a
     labelled folder, `rfnet eval` judges it with the packaged RFNet, and the report's point figures are
     those of eval's own metrics.json, with intervals around them."""
-    from experiments.synthad.heldout_report import heldout_report, main as report_main
+    from experiments.synthad.heldout_report import heldout_report, main as report_main, threshold_point
     from reliable_ad.cli.main import main
 
     data, ev = tmp_path / "heldout", tmp_path / "eval"
@@ -278,3 +278,22 @@ def test_heldout_report_reads_what_rfnet_eval_writes(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:  # a folder without predictions is a usage error naming the fix
         report_main([str(tmp_path / "missing")])
     assert exit_.value.code == 2 and "rfnet eval" in capsys.readouterr().err
+    # a threshold chosen on eval's own rows (here: the same folder) for precision 1 accepts only Available
+    point = threshold_point(ev, ev, 1.0)
+    if point["threshold"] is not None:
+        assert point["available_precision"]["rate"] == 1.0
+    capsys.readouterr()
+    assert report_main([str(ev), "--choose-on", str(ev), "--precision", "0.5", "--resamples", "10"]) == 0
+    assert json.loads(capsys.readouterr().out)["threshold_operating_point"]["target_precision"] == 0.5
+
+
+def test_threshold_for_precision_keeps_the_most_recall():
+    from experiments.synthad.heldout_report import threshold_for_precision
+
+    truth = np.array([False, True, False, True, True, True])
+    score = np.array([0.1, 0.2, 0.3, 0.4, 0.8, 0.9])
+    assert threshold_for_precision(truth, score, 0.75) == pytest.approx(0.2)  # >= 0.2: 4 of 5 Available
+    assert threshold_for_precision(truth, score, 1.0) == pytest.approx(0.4)
+    assert threshold_for_precision(np.array([False, False]), np.array([0.5, 0.9]), 0.5) is None
+    with pytest.raises(ValueError, match="precision=0"):
+        threshold_for_precision(truth, score, 0.0)
