@@ -245,9 +245,14 @@ def test_generator_report_measures_the_packaged_generator():
 def test_generator_report_guidance_rescale_flag(capsys):
     """--guidance-rescale reaches the sampling it measures (recorded in the report); a value outside
     [0, 1] is refused with the flag's name."""
-    from experiments.synthad.generator_report import main, measure
+    from experiments.synthad.gates import generator_folder
+    from experiments.synthad.generator_report import main
+    from experiments.synthad.train_generator import evaluate_generator
 
-    assert measure("synthad", 2, guidance_rescale=0.7, progress=False)["guidance_rescale"] == 0.7
+    root = generator_folder("synthad")
+    plain, rescaled = (evaluate_generator(root / "base", root / "controlnet", products=2, steps=10,
+                                          guidance_rescale=phi, progress=False)["images"] for phi in (0.0, 0.7))
+    assert any(not np.array_equal(a, b) for a, b in zip(plain, rescaled))  # the rescale reaches the sampling
     with pytest.raises(SystemExit) as err:
         main(["--model", "synthad", "--products", "2", "--guidance-rescale", "1.5"])
     assert err.value.code == 2 and "--guidance-rescale 1.5" in capsys.readouterr().err
@@ -278,10 +283,14 @@ def test_heldout_report_reads_what_rfnet_eval_writes(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:  # a folder without predictions is a usage error naming the fix
         report_main([str(tmp_path / "missing")])
     assert exit_.value.code == 2 and "rfnet eval" in capsys.readouterr().err
-    # a threshold chosen on eval's own rows (here: the same folder) for precision 1 accepts only Available
-    point = threshold_point(ev, ev, 1.0)
-    if point["threshold"] is not None:
-        assert point["available_precision"]["rate"] == 1.0
+    # a threshold chosen on eval's own rows (here: the same folder): asking only for the base rate's
+    # precision keeps every image (the lowest score), so recall 1 and precision = the Available share
+    rows = [json.loads(line) for line in (ev / "predictions.jsonl").read_text().splitlines()]
+    share = np.mean([row["label"] == "Available" for row in rows])
+    point = threshold_point(ev, ev, float(share))
+    assert point["threshold"] == pytest.approx(min(row["probs"]["Available"] for row in rows))
+    assert point["available_recall"]["rate"] == 1.0
+    assert point["available_precision"]["rate"] == pytest.approx(share)
     capsys.readouterr()
     assert report_main([str(ev), "--choose-on", str(ev), "--precision", "0.5", "--resamples", "10"]) == 0
     assert json.loads(capsys.readouterr().out)["threshold_operating_point"]["target_precision"] == 0.5

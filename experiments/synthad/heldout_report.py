@@ -30,7 +30,7 @@ import numpy as np
 
 from experiments.synthad.gates import proportion
 from reliable_ad.core.io import read_jsonl
-from reliable_ad.evaluation.metrics import average_precision
+from reliable_ad.evaluation.metrics import average_precision, precision_recall_curve
 
 AVAILABLE, SIZE = "Available", "Size Mismatch"
 
@@ -49,11 +49,9 @@ def threshold_for_precision(truth: np.ndarray, score: np.ndarray, precision: flo
     Available; None when no threshold reaches it."""
     if not 0.0 < precision <= 1.0:
         raise ValueError(f"precision={precision}: give a target in (0, 1], e.g. 0.85")
-    for t in np.unique(score):  # ascending: the first that qualifies keeps the most recall
-        accepted = score >= t
-        if truth[accepted].mean() >= precision:
-            return float(t)
-    return None
+    curve_precision, _, thresholds = precision_recall_curve(truth, score)  # one point per distinct score
+    ok = thresholds[curve_precision >= precision]
+    return float(ok.min()) if ok.size else None  # the lowest qualifying threshold keeps the most recall
 
 
 def threshold_point(eval_dir: str | Path, choose_on: str | Path, precision: float) -> dict:
